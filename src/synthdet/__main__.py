@@ -1,0 +1,3 @@
+from synthdet.cli import main
+
+main()

@@ -1,0 +1,263 @@
+"""Run configuration: one validated tree (data, features, model, train, augment).
+
+Configs are YAML files; ``key=value`` overrides use dotted paths (``train.epochs=3``).
+Unknown keys and bad values fail early with the dotted path of the offending key.
+Relative paths inside a config are relative to the config file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    BeforeValidator,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+
+class ConfigError(ValueError):
+    """A configuration problem, phrased for the person who wrote the YAML."""
+
+
+def _parse_crop(value: Any) -> tuple[int, int]:
+    """Accept 224, "640x480" (width x height, as people say it) or [height, width]."""
+    if isinstance(value, int):
+        return (value, value)
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", value)
+        if not match:
+            raise ValueError(f"crop must look like 640x480 (width x height), got {value!r}")
+        return (int(match.group(2)), int(match.group(1)))
+    if isinstance(value, (list, tuple)) and len(value) == 2:
+        return (int(value[0]), int(value[1]))
+    raise ValueError(f"crop must be an int, 'WxH' or [height, width], got {value!r}")
+
+
+#: Crop size stored as (height, width); written back as "WxH".
+CropSize = Annotated[
+    tuple[int, int],
+    BeforeValidator(_parse_crop),
+    PlainSerializer(lambda hw: f"{hw[1]}x{hw[0]}", return_type=str),
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SourceConfig(_Strict):
+    """One image source: a folder (one label, or class subfolders) or a CSV manifest."""
+
+    name: str | None = Field(None, description="shown in per-source tables; default: folder or file name")
+    path: Path | None = Field(None, description="folder searched recursively for images")
+    manifest: Path | None = Field(None, description="CSV with columns path,label[,source][,split][,group]")
+    label: Literal["real", "synthetic"] | None = Field(
+        None, description="label of every image; omit to read it from class subfolders or the manifest"
+    )
+    split: Literal["auto", "train", "val", "test"] = Field(
+        "auto", description="auto: hashed into train/val/test; otherwise the whole source goes to that split"
+    )
+    group_by: Literal["file", "folder"] = Field(
+        "file", description="folder: images of one folder stay in one split (video frames, sequences)"
+    )
+    max_images: int | None = Field(None, gt=0, description="seeded random subset of at most this many images")
+    source_column: str = Field("source", description="manifest column that names sub-sources")
+
+    @model_validator(mode="after")
+    def _one_location(self) -> "SourceConfig":
+        if (self.path is None) == (self.manifest is None):
+            raise ValueError("give exactly one of 'path' (a folder) or 'manifest' (a CSV file)")
+        return self
+
+    @property
+    def display_name(self) -> str:
+        location = self.path if self.path is not None else self.manifest
+        return self.name or (location.stem if self.manifest is not None else location.name)
+
+
+class SplitFractions(_Strict):
+    train: float = Field(0.8, ge=0, le=1)
+    val: float = Field(0.1, ge=0, le=1)
+    test: float = Field(0.1, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _sum_to_one(self) -> "SplitFractions":
+        total = self.train + self.val + self.test
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"train + val + test must be 1, got {total:g}")
+        return self
+
+
+class DataConfig(_Strict):
+    sources: list[SourceConfig] = Field(default_factory=list)
+    splits: SplitFractions = Field(default_factory=SplitFractions)
+    crop: CropSize = Field((224, 224), description="model input size: int, 'WxH' or [height, width]")
+    balance: bool = Field(True, description="sample training images so both classes are seen equally often")
+    workers: int = Field(-1, ge=-1, description="decoding worker processes; -1 = one per CPU core")
+    max_pixels: int = Field(100_000_000, gt=0, description="larger JPEGs are decoded at reduced scale, others refused")
+
+
+class FeatureConfig(_Strict):
+    representations: list[str] = Field(default_factory=lambda: ["fft_mag"], min_length=1)
+    highpass_radius: float = Field(0.0, ge=0, description="zero spectrum bins within this radius of DC (0 = off)")
+    grayscale: bool = Field(False, description="compute representations on luminance (1 channel each)")
+
+    @field_validator("representations")
+    @classmethod
+    def _known(cls, names: list[str]) -> list[str]:
+        from synthdet.features import REPRESENTATIONS
+
+        unknown = [n for n in names if n not in REPRESENTATIONS]
+        if unknown:
+            raise ValueError(f"unknown representation(s) {unknown}; available: {sorted(REPRESENTATIONS)}")
+        return names
+
+
+class ModelConfig(_Strict):
+    name: str = "resnet18"
+    pretrained: Path | None = Field(None, description="local weights file (.safetensors or .pth state dict)")
+    options: dict[str, Any] = Field(default_factory=dict, description="extra constructor arguments")
+
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, name: str) -> str:
+        from synthdet.models import list_models
+
+        if name not in list_models():
+            raise ValueError(f"unknown model {name!r}; available: {list_models()}")
+        return name
+
+
+class AugmentConfig(_Strict):
+    hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
+    vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(32, ge=1)
+    optimizer: Literal["adam", "adamw", "sgd"] = "adam"
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    momentum: float = Field(0.9, ge=0, lt=1, description="SGD only")
+    warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up length (fractions allowed)")
+    lr_decay: float = Field(0.9, gt=0, le=1, description="learning rate factor per epoch after warm-up")
+    select_metric: Literal["accuracy", "auc", "loss"] = Field(
+        "accuracy", description="validation metric that picks the best checkpoint"
+    )
+    threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold on P(synthetic)")
+    norm_batches: int = Field(8, ge=1, description="training batches used to measure normalization stats")
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap batches per epoch (smoke runs)")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")
+    amp: bool = Field(True, description="mixed precision (bfloat16) when on a GPU")
+
+
+class Config(_Strict):
+    name: str = "run"
+    seed: int = 0
+    output_dir: Path = Path("runs")
+    data: DataConfig = Field(default_factory=DataConfig)
+    features: FeatureConfig = Field(default_factory=FeatureConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> Config:
+    """Read a YAML config (or start from defaults), apply ``key=value`` overrides, validate."""
+    raw: dict[str, Any] = {}
+    base_dir = Path.cwd()
+    if path is not None:
+        path = Path(path)
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML ({exc})") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: expected a mapping at the top level")
+        base_dir = path.resolve().parent
+    for item in overrides or []:
+        apply_override(raw, item)
+    config = config_from_dict(raw, source=str(path) if path else "config")
+    return resolve_paths(config, base_dir)
+
+
+def config_from_dict(raw: dict[str, Any], source: str = "config") -> Config:
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{source}: invalid configuration\n" + _explain(exc)) from None
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Set ``a.b.c=value`` in a nested dict; the value is parsed as YAML (3, 1e-4, [a, b], true)."""
+    if "=" not in item:
+        raise ConfigError(f"override {item!r} must look like key=value, e.g. train.epochs=3")
+    key, _, text = item.partition("=")
+    value = yaml.safe_load(text) if text.strip() else None
+    node = raw
+    parts = key.strip().split(".")
+    for part in parts[:-1]:
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise ConfigError(f"override {item!r}: {part!r} is not a section")
+    node[parts[-1]] = value
+
+
+def resolve_paths(config: Config, base_dir: Path) -> Config:
+    """Make source, manifest and pretrained paths absolute relative to ``base_dir``."""
+
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base_dir / p)).resolve()
+
+    for source in config.data.sources:
+        source.path = absolute(source.path)
+        source.manifest = absolute(source.manifest)
+    config.model.pretrained = absolute(config.model.pretrained)
+    return config
+
+
+def _explain(exc: ValidationError) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ".".join(str(p) for p in err["loc"])
+        if err["type"] == "extra_forbidden":
+            parent_fields = _fields_at(err["loc"][:-1])
+            hint = difflib.get_close_matches(str(err["loc"][-1]), parent_fields, n=1)
+            suggestion = f" (did you mean {hint[0]!r}?)" if hint else ""
+            lines.append(f"  {loc}: unknown key{suggestion}")
+        else:
+            got = err.get("input")
+            shown = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            lines.append(f"  {loc}: {err['msg']}{shown}")
+    return "\n".join(lines)
+
+
+def _fields_at(loc: tuple) -> list[str]:
+    """Field names of the config model at a validation-error location."""
+    model: Any = Config
+    for part in loc:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part) if isinstance(model, type) and issubclass(model, BaseModel) else None
+        if field is None:
+            return []
+        annotation = field.annotation
+        inner = getattr(annotation, "__args__", None)
+        model = inner[0] if inner and isinstance(inner[0], type) else annotation
+    return list(model.model_fields) if isinstance(model, type) and issubclass(model, BaseModel) else []

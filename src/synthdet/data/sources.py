@@ -1,0 +1,191 @@
+"""Find the images of each source, label them and assign deterministic splits.
+
+A dataset is a list of :class:`ImageRecord` built from :class:`~synthdet.config.SourceConfig`
+entries. Nothing is decoded here: bad files are found (and reported) when they are read.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import random
+from collections import Counter
+from dataclasses import dataclass, asdict
+from pathlib import Path
+
+from synthdet.config import SourceConfig, SplitFractions
+from synthdet.data.decode import image_extensions
+from synthdet.data.labels import CLASS_NAMES, LABEL_ALIASES, parse_label
+
+SPLITS = ("train", "val", "test")
+
+
+class SourceError(ValueError):
+    """A source that cannot be enumerated (missing folder, bad manifest, no labels)."""
+
+
+@dataclass(frozen=True)
+class ImageRecord:
+    path: str
+    label: int  # index into CLASS_NAMES
+    source: str
+    split: str  # train | val | test
+    group: str  # images sharing a group always share a split
+
+    @property
+    def label_name(self) -> str:
+        return CLASS_NAMES[self.label]
+
+
+def stable_fraction(key: str) -> float:
+    """Map a string to [0, 1) identically on every machine and Python version."""
+    digest = hashlib.sha1(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64
+
+
+def split_for(group: str, fractions: SplitFractions) -> str:
+    """Split of a group from the stable hash of its key."""
+    u = stable_fraction(group)
+    if u < fractions.train:
+        return "train"
+    if u < fractions.train + fractions.val:
+        return "val"
+    return "test"
+
+
+def collect_records(
+    sources: list[SourceConfig], fractions: SplitFractions, seed: int = 0
+) -> list[ImageRecord]:
+    """All images of all sources, labelled and split; raises :class:`SourceError`."""
+    records: list[ImageRecord] = []
+    for source in sources:
+        found = _manifest_records(source, fractions) if source.manifest else _folder_records(source, fractions)
+        if not found:
+            where = source.path or source.manifest
+            raise SourceError(f"{where}: source {source.display_name!r} has no images")
+        if source.max_images and len(found) > source.max_images:
+            found = random.Random(f"{seed}:{source.display_name}").sample(found, source.max_images)
+            found.sort(key=lambda r: r.path)
+        records.extend(found)
+    return records
+
+
+def records_from_arguments(specs: list[str | Path], split: str = "test", label: str | None = None) -> list[ImageRecord]:
+    """Records named on a command line: YAML configs, folders or CSV manifests.
+
+    From a config, the images of ``split`` (``all`` for every split) are taken, so
+    evaluating a training config scores exactly its held-out test images. A folder or a
+    manifest given directly is evaluation data: all its images count as test images
+    (a manifest's own ``split`` column, if any, still applies).
+    """
+    from synthdet.config import load_config
+
+    records: list[ImageRecord] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            config = load_config(path)
+            found = collect_records(config.data.sources, config.data.splits, config.seed)
+        elif path.is_dir():
+            found = collect_records([SourceConfig(path=path.resolve(), label=label, split="test")], SplitFractions())
+        elif path.suffix.lower() == ".csv":
+            found = collect_records([SourceConfig(manifest=path.resolve(), label=label, split="test")], SplitFractions())
+        else:
+            raise SourceError(f"{spec}: expected a folder, a .csv manifest or a .yaml config")
+        records.extend(r for r in found if split == "all" or r.split == split)
+    if not records:
+        raise SourceError(f"no {split} images in {', '.join(map(str, specs))}")
+    return records
+
+
+def iter_image_files(root: Path):
+    """Image files below ``root`` (by extension Pillow knows), sorted, following no symlinked dirs."""
+    extensions = image_extensions()
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for filename in sorted(filenames):
+            if os.path.splitext(filename)[1].lower() in extensions and not filename.startswith("."):
+                yield Path(dirpath) / filename
+
+
+def _folder_records(source: SourceConfig, fractions: SplitFractions) -> list[ImageRecord]:
+    root = source.path
+    if not root.is_dir():
+        raise SourceError(f"{root}: source {source.display_name!r} is not a folder")
+    fixed_label = parse_label(source.label) if source.label else None
+    records, unlabeled = [], []
+    for file in iter_image_files(root):
+        rel = file.relative_to(root)
+        label = fixed_label if fixed_label is not None else _label_from_folders(rel)
+        if label is None:
+            unlabeled.append(str(rel))
+            continue
+        group_key = rel.parent.as_posix() if source.group_by == "folder" else rel.as_posix()
+        group = f"{source.display_name}/{group_key}"
+        split = source.split if source.split != "auto" else split_for(group, fractions)
+        records.append(ImageRecord(str(file), label, source.display_name, split, group))
+    if unlabeled and fixed_label is None:
+        examples = ", ".join(unlabeled[:3])
+        raise SourceError(
+            f"{root}: {len(unlabeled)} image(s) are not inside a class folder (e.g. {examples}); "
+            f"give the source a 'label' or put images under real/ and synthetic/ (or fake/, 0_real/ 1_fake/, ...)"
+        )
+    return records
+
+
+def _label_from_folders(rel: Path) -> int | None:
+    """Label from the nearest enclosing folder whose name is a class alias."""
+    for part in reversed(rel.parent.parts):
+        label = LABEL_ALIASES.get(part.lower())
+        if label is not None and not part.isdigit():
+            return label
+    return None
+
+
+def _manifest_records(source: SourceConfig, fractions: SplitFractions) -> list[ImageRecord]:
+    manifest = source.manifest
+    if not manifest.is_file():
+        raise SourceError(f"{manifest}: manifest not found")
+    with manifest.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        columns = set(reader.fieldnames or [])
+        path_column = "path" if "path" in columns else "file" if "file" in columns else None
+        if path_column is None or ("label" not in columns and source.label is None):
+            raise SourceError(f"{manifest}: a manifest needs columns 'path' (or 'file') and 'label'")
+        records = []
+        for line_no, row in enumerate(reader, start=2):
+            path = Path(row[path_column])
+            if not path.is_absolute():
+                path = manifest.parent / path
+            try:
+                label = parse_label(source.label or row["label"])
+            except ValueError as exc:
+                raise SourceError(f"{manifest}:{line_no}: {exc}") from None
+            name = row.get(source.source_column) or source.display_name
+            group = f"{name}/{row.get('group') or row[path_column]}"
+            split = (row.get("split") or "").strip().lower() or source.split
+            if split not in (*SPLITS, "auto"):
+                raise SourceError(f"{manifest}:{line_no}: split must be train, val or test, got {split!r}")
+            if split == "auto":
+                split = split_for(group, fractions)
+            records.append(ImageRecord(str(path.resolve()), label, name, split, group))
+    return records
+
+
+def summarize(records: list[ImageRecord]) -> dict:
+    """Images per source, split and class: what the checkpoint and report say about the data."""
+    table: dict[str, dict[str, dict[str, int]]] = {}
+    for (source, split, label), n in sorted(Counter((r.source, r.split, r.label_name) for r in records).items()):
+        table.setdefault(source, {}).setdefault(split, {})[label] = n
+    return table
+
+
+def write_split_csv(records: list[ImageRecord], path: Path) -> None:
+    with path.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["path", "label", "source", "split", "group"])
+        writer.writeheader()
+        for record in records:
+            row = asdict(record)
+            row["label"] = record.label_name
+            writer.writerow(row)

@@ -1,0 +1,82 @@
+"""Pixel-level transforms applied in the loader workers, on uint8 H x W x 3 arrays.
+
+Crops never resample: the forensic signal is in the highest frequencies, and any resize
+(up or down) rewrites exactly those. Images smaller than the crop are therefore padded,
+not upscaled (see :func:`pad_to_size`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+
+def pad_to_size(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Reflect-pad an image that is smaller than ``height`` x ``width`` (no-op otherwise).
+
+    Why reflect padding rather than running small images at native size: the network,
+    its normalization statistics and an exported ONNX graph all see one fixed input size,
+    so batches stay uniform and the spectrum has the same frequency grid as in training.
+    Why not zero padding: a hard border adds a strong cross to the Fourier spectrum.
+    Why not upscaling: interpolation low-passes the image and invents the very
+    regularities an up-sampling detector looks for. Mirroring keeps every original
+    pixel and its local high-frequency content intact; both classes go through the
+    same rule, and results on padded images are flagged so nobody mistakes them for
+    full-resolution evidence.
+    """
+    h, w = pixels.shape[:2]
+    pad_h, pad_w = max(0, height - h), max(0, width - w)
+    if not pad_h and not pad_w:
+        return pixels
+    # numpy's reflect mode repeats the reflection as often as needed, so even a
+    # 32x32 image fills a 640x480 crop.
+    return np.pad(
+        pixels,
+        ((pad_h // 2, pad_h - pad_h // 2), (pad_w // 2, pad_w - pad_w // 2), (0, 0)),
+        mode="reflect" if min(h, w) > 1 else "edge",
+    )
+
+
+def center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    pixels = pad_to_size(pixels, height, width)
+    h, w = pixels.shape[:2]
+    top, left = (h - height) // 2, (w - width) // 2
+    return pixels[top : top + height, left : left + width]
+
+
+def random_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Uniform random crop drawn from torch's RNG (seeded per loader worker)."""
+    pixels = pad_to_size(pixels, height, width)
+    h, w = pixels.shape[:2]
+    top = int(torch.randint(0, h - height + 1, ()).item())
+    left = int(torch.randint(0, w - width + 1, ()).item())
+    return pixels[top : top + height, left : left + width]
+
+
+@dataclass(frozen=True)
+class EvalTransform:
+    """Deterministic center crop (padding small images)."""
+
+    crop: tuple[int, int]
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return center_crop(pixels, *self.crop)
+
+
+@dataclass(frozen=True)
+class TrainTransform:
+    """Random crop and flips."""
+
+    crop: tuple[int, int]
+    hflip: float = 0.5
+    vflip: float = 0.0
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        pixels = random_crop(pixels, *self.crop)
+        if self.hflip and torch.rand(()) < self.hflip:
+            pixels = pixels[:, ::-1]
+        if self.vflip and torch.rand(()) < self.vflip:
+            pixels = pixels[::-1]
+        return pixels
