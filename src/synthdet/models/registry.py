@@ -1,0 +1,108 @@
+"""One name -> one constructor (the timm pattern), plus loading local pretrained weights.
+
+Each registered constructor takes ``in_chans`` and ``num_classes`` (and its own keyword
+options) and returns an ``nn.Module`` mapping B x in_chans x H x W to B x num_classes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    constructor: Callable[..., nn.Module]
+    first_conv: str | None  # state-dict prefix of the input conv, adapted when in_chans differs
+    classifier: str | None  # prefix of the output layer, dropped when num_classes differs
+    description: str
+
+
+_REGISTRY: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str | None = None, *, first_conv: str | None = None, classifier: str | None = None):
+    """Decorator registering a constructor under ``name`` (default: the function name)."""
+
+    def decorator(fn):
+        doc = (fn.__doc__ or "").strip().splitlines()
+        _REGISTRY[name or fn.__name__] = ModelEntry(fn, first_conv, classifier, doc[0] if doc else "")
+        return fn
+
+    return decorator
+
+
+def list_models() -> list[str]:
+    return sorted(_REGISTRY)
+
+
+def model_entry(name: str) -> ModelEntry:
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown model {name!r}; available: {list_models()}")
+    return _REGISTRY[name]
+
+
+def create_model(
+    name: str, in_chans: int = 3, num_classes: int = 2, pretrained: str | Path | None = None, **options
+) -> nn.Module:
+    """Build a registered model; ``pretrained`` is a local weights file (nothing is downloaded)."""
+    entry = model_entry(name)
+    model = entry.constructor(in_chans=in_chans, num_classes=num_classes, **options)
+    if pretrained is not None:
+        load_pretrained(model, read_state_dict(pretrained), entry, in_chans)
+    return model
+
+
+def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors from a .safetensors file or a plain torch state dict (loaded weights-only)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pretrained weights file not found")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return load_file(str(path), device="cpu")
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    return state
+
+
+def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
+    """Reuse RGB filters for ``in_chans`` inputs keeping the activation scale.
+
+    One channel: sum of the RGB filters. More: the RGB filters repeated cyclically and
+    scaled by 3 / in_chans, so a response to an input of ones matches the original.
+    """
+    out_ch, old_in = weight.shape[:2]
+    if old_in == in_chans:
+        return weight
+    if in_chans == 1:
+        return weight.sum(dim=1, keepdim=True)
+    repeats = -(-in_chans // old_in)
+    return weight.repeat(1, repeats, 1, 1)[:, :in_chans] * (old_in / in_chans)
+
+
+def load_pretrained(model: nn.Module, state: dict[str, torch.Tensor], entry: ModelEntry, in_chans: int) -> None:
+    """Load matching weights, adapting the input conv and skipping a mis-sized classifier."""
+    own = model.state_dict()
+    if entry.first_conv and f"{entry.first_conv}.weight" in state:
+        key = f"{entry.first_conv}.weight"
+        state[key] = adapt_input_conv(state[key], in_chans)
+    if entry.classifier:
+        for key in [k for k in state if k.startswith(entry.classifier + ".")]:
+            if key in own and own[key].shape != state[key].shape:
+                del state[key]
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    allowed_missing = {k for k in missing if entry.classifier and k.startswith(entry.classifier + ".")}
+    if set(missing) - allowed_missing or unexpected:
+        raise ValueError(
+            f"pretrained weights do not fit: missing {sorted(set(missing) - allowed_missing)[:5]}, "
+            f"unexpected {sorted(unexpected)[:5]}"
+        )
