@@ -1,0 +1,91 @@
+"""Shared fixtures: a small toy dataset, one trained run, and a folder of awkward files."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthdet.config import config_from_dict, resolve_paths
+from synthdet.data.toy import write_toy_dataset
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+TOY_SIZES = ((96, 72), (112, 84), (128, 96))
+
+
+def toy_config(sources: list[dict], out: Path, **train) -> "synthdet.config.Config":  # noqa: F821
+    """A quick CPU config on toy data (64 px crops); ``train`` overrides train.* keys."""
+    raw = {
+        "name": "toy",
+        "seed": 0,
+        "output_dir": str(out),
+        "data": {"sources": sources, "crop": 64, "splits": {"train": 0.7, "val": 0.15, "test": 0.15},
+                 "workers": 2},
+        "features": {"representations": ["fft_mag"]},
+        "model": {"name": "resnet18"},
+        "train": {"epochs": 6, "batch_size": 32, "lr": 1e-3, "warmup_epochs": 0.5, "lr_decay": 0.7, **train},
+    }
+    return resolve_paths(config_from_dict(raw), out)
+
+
+@pytest.fixture(scope="session")
+def toy_sources(tmp_path_factory) -> list[dict]:
+    root = tmp_path_factory.mktemp("toy")
+    return write_toy_dataset(root, images_per_source=200, sizes=TOY_SIZES, seed=1)
+
+
+@pytest.fixture(scope="session")
+def trained_run(toy_sources, tmp_path_factory):
+    """One short training run shared by the tests that need a checkpoint."""
+    from synthdet.training.trainer import train
+
+    out = tmp_path_factory.mktemp("runs")
+    return train(toy_config(toy_sources, out), progress=False)
+
+
+@pytest.fixture(scope="session")
+def checkpoint(trained_run) -> Path:
+    return trained_run.best_checkpoint
+
+
+def _jpeg_bytes(pixels: np.ndarray, **kwargs) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="JPEG", **kwargs)
+    return buffer.getvalue()
+
+
+#: The awkward files and what must happen to them: None = scored, else the documented reason.
+AWKWARD_FILES = {
+    "empty.jpg": "empty file (0 bytes)",
+    "truncated.jpg": "truncated or corrupt image data",
+    "text.jpg": "not an image Pillow can identify",
+    "cmyk.jpg": None,
+    "palette_alpha.png": None,
+    "sixteen_bit.png": None,
+    "tiny_32.png": None,
+}
+
+
+@pytest.fixture(scope="session")
+def awkward_folder(tmp_path_factory) -> Path:
+    """Every kind of file a real folder throws at a detector (see AWKWARD_FILES)."""
+    folder = tmp_path_factory.mktemp("awkward")
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    (folder / "empty.jpg").write_bytes(b"")
+    full = _jpeg_bytes(pixels, quality=90)
+    (folder / "truncated.jpg").write_bytes(full[: len(full) // 2])
+    (folder / "text.jpg").write_text("this is not an image\n")
+    Image.fromarray(pixels).convert("CMYK").save(folder / "cmyk.jpg", quality=90)
+    palette = Image.fromarray(pixels).convert("P", palette=Image.Palette.ADAPTIVE)
+    palette.info["transparency"] = 0
+    palette.save(folder / "palette_alpha.png", transparency=0)
+    sixteen = (rng.integers(0, 65536, (100, 100))).astype(np.uint16)
+    Image.fromarray(sixteen).save(folder / "sixteen_bit.png")
+    Image.fromarray(pixels[:32, :32]).save(folder / "tiny_32.png")
+    assert sorted(os.listdir(folder)) == sorted(AWKWARD_FILES)
+    return folder

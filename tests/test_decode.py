@@ -1,0 +1,79 @@
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import AWKWARD_FILES
+from synthdet.data.decode import ImageDecodeError, load_image
+from synthdet.data.transforms import center_crop, pad_to_size, random_crop
+
+
+@pytest.mark.parametrize("name", sorted(AWKWARD_FILES))
+def test_awkward_files_decode_or_fail_with_the_documented_reason(awkward_folder, name):
+    expected_error = AWKWARD_FILES[name]
+    path = awkward_folder / name
+    if expected_error is None:
+        decoded = load_image(path)
+        assert decoded.pixels.dtype == np.uint8 and decoded.pixels.ndim == 3 and decoded.pixels.shape[2] == 3
+    else:
+        with pytest.raises(ImageDecodeError) as info:
+            load_image(path)
+        assert info.value.path == str(path)
+        assert expected_error in info.value.reason
+        assert str(path) in str(info.value)
+
+
+def test_sixteen_bit_is_scaled_not_clipped(tmp_path):
+    values = np.array([[0, 1000, 32768, 65535]], dtype=np.uint16)
+    Image.fromarray(values).save(tmp_path / "x.png")
+    pixels = load_image(tmp_path / "x.png").pixels
+    assert pixels[0, :, 0].tolist() == [0, 3, 128, 255]  # Pillow's convert("RGB") would give 255 for 1000
+
+
+def test_exif_orientation_is_applied(tmp_path):
+    img = Image.new("RGB", (40, 20), "red")
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise on display
+    img.save(tmp_path / "rot.jpg", exif=exif)
+    assert load_image(tmp_path / "rot.jpg").pixels.shape == (40, 20, 3)
+
+
+def test_palette_transparency_and_cmyk_become_rgb(awkward_folder):
+    assert load_image(awkward_folder / "palette_alpha.png").pixels.shape == (120, 160, 3)
+    cmyk = load_image(awkward_folder / "cmyk.jpg").pixels
+    assert cmyk.shape == (120, 160, 3) and cmyk.std() > 10
+
+
+def test_huge_jpeg_is_decoded_at_reduced_scale_and_says_so(tmp_path):
+    Image.new("RGB", (800, 600), "gray").save(tmp_path / "big.jpg")
+    decoded = load_image(tmp_path / "big.jpg", max_pixels=200_000)
+    assert decoded.reduced_by == 2 and decoded.pixels.shape == (300, 400, 3)
+    assert decoded.original_size == (800, 600)
+
+
+def test_huge_non_jpeg_is_refused_with_the_limit(tmp_path):
+    Image.new("RGB", (800, 600), "gray").save(tmp_path / "big.png")
+    with pytest.raises(ImageDecodeError, match="too large: 800x600 exceeds the 200,000-pixel limit"):
+        load_image(tmp_path / "big.png", max_pixels=200_000)
+
+
+def test_missing_file_is_named():
+    with pytest.raises(ImageDecodeError, match="nope.jpg: cannot read file"):
+        load_image("nope.jpg")
+
+
+def test_small_images_are_padded_never_resampled():
+    rng = np.random.default_rng(0)
+    tiny = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    padded = pad_to_size(tiny, 96, 128)
+    assert padded.shape == (96, 128, 3)
+    assert np.array_equal(padded[32:64, 48:80], tiny)  # original pixels untouched, centred
+    for crop in (center_crop(tiny, 64, 64), random_crop(tiny, 64, 64)):
+        assert crop.shape == (64, 64, 3)
+    assert pad_to_size(tiny, 16, 16) is tiny
+
+
+def test_crops_of_large_images_keep_native_pixels():
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (100, 150, 3), dtype=np.uint8)
+    crop = center_crop(image, 50, 60)
+    assert np.array_equal(crop, image[25:75, 45:105])
