@@ -13,7 +13,7 @@ from typing import Callable
 import torch
 from torch import nn
 
-from synthdet.features import spectral
+from synthdet.features import residual, spectral
 
 #: ITU-R BT.601 luma weights, as Pillow's convert("L").
 LUMA = (0.299, 0.587, 0.114)
@@ -46,6 +46,11 @@ register_representation("dct", description="log|DCT-II|")(spectral.dct_log)
 register_representation("highpass", description="image minus frequencies within highpass_radius")(
     spectral.highpass
 )
+register_representation("srm", channels_per_input=3, description="3 truncated SRM noise residuals")(
+    residual.srm_residual
+)
+register_representation("grad", description="Sobel gradient magnitude")(residual.sobel_gradient)
+register_representation("npr", description="x minus its nearest down-up copy")(residual.npr_residual)
 
 
 class FeatureExtractor(nn.Module):
