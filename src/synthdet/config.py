@@ -10,7 +10,7 @@ from __future__ import annotations
 import difflib
 import re
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
@@ -138,9 +138,61 @@ class ModelConfig(_Strict):
         return name
 
 
+class _RandomOp(_Strict):
+    _range_field: ClassVar[str]
+    p: float = Field(0.0, ge=0, le=1, description="probability of applying it to a training crop")
+
+    @model_validator(mode="after")
+    def _ordered_range(self):
+        low, high = getattr(self, self._range_field)
+        if low > high:
+            raise ValueError(f"{self._range_field} must be [low, high], got [{low}, {high}]")
+        return self
+
+
+class JpegAugment(_RandomOp):
+    _range_field: ClassVar[str] = "quality"
+    quality: tuple[int, int] = Field((60, 95), description="JPEG quality range")
+
+    @field_validator("quality")
+    @classmethod
+    def _valid_quality(cls, q):
+        if not all(1 <= v <= 100 for v in q):
+            raise ValueError("JPEG quality must be within 1..100")
+        return q
+
+
+class BlurAugment(_RandomOp):
+    _range_field: ClassVar[str] = "sigma"
+    sigma: tuple[float, float] = Field((0.1, 2.0), description="Gaussian blur sigma range, pixels")
+
+
+class NoiseAugment(_RandomOp):
+    _range_field: ClassVar[str] = "sigma"
+    sigma: tuple[float, float] = Field((0.0, 0.03), description="Gaussian noise sigma range, [0, 1] units")
+
+
+class ResizeAugment(_RandomOp):
+    _range_field: ClassVar[str] = "scale"
+    scale: tuple[float, float] = Field((0.5, 1.5), description="rescale factor range")
+
+    @field_validator("scale")
+    @classmethod
+    def _positive(cls, scale):
+        if min(scale) <= 0:
+            raise ValueError("scale factors must be > 0")
+        return scale
+
+
 class AugmentConfig(_Strict):
+    """Training-time augmentation; every operation is off unless its ``p`` > 0 (flips aside)."""
+
     hflip: float = Field(0.5, ge=0, le=1, description="probability of a horizontal flip")
     vflip: float = Field(0.0, ge=0, le=1, description="probability of a vertical flip")
+    jpeg: JpegAugment = Field(default_factory=JpegAugment)
+    blur: BlurAugment = Field(default_factory=BlurAugment)
+    noise: NoiseAugment = Field(default_factory=NoiseAugment)
+    resize: ResizeAugment = Field(default_factory=ResizeAugment)
 
 
 class TrainConfig(_Strict):
@@ -162,6 +214,16 @@ class TrainConfig(_Strict):
     amp: bool = Field(True, description="mixed precision (bfloat16) when on a GPU")
 
 
+class OneClassConfig(_Strict):
+    """Stage 2 of a one-class model (deep_svdd / flow_svdd), trained on real images only."""
+
+    nu: float = Field(0.05, gt=0, le=1, description="fraction of real training images allowed outside the sphere")
+    epochs: int = Field(10, ge=1)
+    lr: float = Field(1e-4, gt=0)
+    weight_decay: float = Field(1e-6, ge=0)
+    radius_every: int = Field(1, ge=1, description="update R to the (1 - nu) distance quantile every k epochs")
+
+
 class Config(_Strict):
     name: str = "run"
     seed: int = 0
@@ -171,6 +233,7 @@ class Config(_Strict):
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    one_class: OneClassConfig = Field(default_factory=OneClassConfig)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)

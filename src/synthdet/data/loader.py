@@ -79,7 +79,8 @@ class ImageDataset(Dataset):
         if crop and (height < crop[0] or width < crop[1]):
             notes.append(f"{width}x{height} is smaller than the {crop[1]}x{crop[0]} crop: reflect-padded")
         pixels = self.transform(decoded.pixels)
-        tensor = torch.from_numpy(np.ascontiguousarray(pixels)).permute(2, 0, 1)
+        # np.require copies only when needed (crops are views; decoded arrays may be read-only)
+        tensor = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).permute(2, 0, 1)
         return index, label, tensor, "; ".join(notes)
 
 

@@ -12,6 +12,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from synthdet.config import AugmentConfig
+from synthdet.data.augment import RandomAugment, resize_to
+
 
 def pad_to_size(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """Reflect-pad an image that is smaller than ``height`` x ``width`` (no-op otherwise).
@@ -65,18 +68,25 @@ class EvalTransform:
         return center_crop(pixels, *self.crop)
 
 
-@dataclass(frozen=True)
 class TrainTransform:
-    """Random crop and flips."""
+    """Random crop (optionally of a rescaled region), flips, then blur / noise / JPEG."""
 
-    crop: tuple[int, int]
-    hflip: float = 0.5
-    vflip: float = 0.0
+    def __init__(self, crop: tuple[int, int], augment: AugmentConfig | None = None):
+        self.crop = crop
+        self.augment = augment or AugmentConfig()
+        self.random_augment = RandomAugment(self.augment)
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        pixels = random_crop(pixels, *self.crop)
-        if self.hflip and torch.rand(()) < self.hflip:
+        height, width = self.crop
+        factor = self.random_augment.rescale_factor()
+        if factor is None:
+            pixels = random_crop(pixels, height, width)
+        else:
+            # Crop the region that becomes the crop after rescaling: cheap for huge images.
+            region = random_crop(pixels, max(1, round(height / factor)), max(1, round(width / factor)))
+            pixels = resize_to(region, height, width)
+        if torch.rand(()) < self.augment.hflip:
             pixels = pixels[:, ::-1]
-        if self.vflip and torch.rand(()) < self.vflip:
+        if torch.rand(()) < self.augment.vflip:
             pixels = pixels[::-1]
-        return pixels
+        return self.random_augment(np.ascontiguousarray(pixels))

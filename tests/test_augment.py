@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import torch
+
+from synthdet.config import AugmentConfig, ConfigError, config_from_dict
+from synthdet.data.augment import gaussian_blur, gaussian_noise, jpeg_compress, rescale
+from synthdet.data.transforms import TrainTransform
+
+
+@pytest.fixture
+def image():
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)
+
+
+def test_jpeg_quality_controls_the_error(image):
+    err = {q: np.abs(jpeg_compress(image, q).astype(int) - image).mean() for q in (30, 95)}
+    assert err[30] > err[95] > 0
+
+
+def test_blur_removes_high_frequency_energy(image):
+    blurred = gaussian_blur(image, 2.0)
+    assert blurred.shape == image.shape and blurred.dtype == np.uint8
+    assert np.diff(blurred.astype(float), axis=1).std() < 0.3 * np.diff(image.astype(float), axis=1).std()
+    assert gaussian_blur(image, 0) is image
+
+
+def test_noise_has_the_requested_sigma():
+    flat = np.full((200, 200, 3), 128, np.uint8)
+    noisy = gaussian_noise(flat, 0.02, seed=1)
+    assert (noisy.astype(float) - 128).std() == pytest.approx(0.02 * 255, rel=0.05)
+    assert np.array_equal(noisy, gaussian_noise(flat, 0.02, seed=1))
+
+
+def test_rescale(image):
+    assert rescale(image, 0.5).shape == (32, 40, 3)
+
+
+def test_train_transform_always_returns_the_crop_size(image):
+    augment = AugmentConfig(hflip=0.5, vflip=0.5, jpeg={"p": 1.0}, blur={"p": 1.0}, noise={"p": 1.0},
+                            resize={"p": 1.0, "scale": [0.3, 2.0]})
+    transform = TrainTransform((48, 40), augment)
+    torch.manual_seed(0)
+    for _ in range(20):
+        out = transform(image)
+        assert out.shape == (48, 40, 3) and out.dtype == np.uint8
+
+
+def test_augmentation_is_reproducible_under_the_torch_seed(image):
+    transform = TrainTransform((32, 32), AugmentConfig(jpeg={"p": 0.5}, noise={"p": 0.5}, resize={"p": 0.5}))
+    torch.manual_seed(3)
+    first = [transform(image) for _ in range(5)]
+    torch.manual_seed(3)
+    second = [transform(image) for _ in range(5)]
+    assert all(np.array_equal(a, b) for a, b in zip(first, second))
+
+
+def test_default_augmentation_is_crop_and_flip_only(image):
+    transform = TrainTransform((64, 80), AugmentConfig(hflip=0.0))
+    assert np.array_equal(transform(image), image)  # full-size crop, no flip, nothing else
+
+
+@pytest.mark.parametrize("bad, message", [
+    ({"jpeg": {"p": 0.5, "quality": [90, 60]}}, "quality must be \\[low, high\\]"),
+    ({"jpeg": {"quality": [0, 60]}}, "within 1..100"),
+    ({"resize": {"scale": [0, 1]}}, "must be > 0"),
+    ({"blur": {"p": 1.5}}, "augment.blur.p"),
+])
+def test_bad_augmentation_settings_are_refused(bad, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"augment": bad})
