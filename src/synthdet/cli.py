@@ -18,7 +18,7 @@ from rich.table import Table
 
 from synthdet.checkpoint import CheckpointError, read_metadata
 from synthdet.config import ConfigError, config_from_dict, load_config, resolve_paths
-from synthdet.data.sources import SourceError, records_from_arguments
+from synthdet.data.sources import SourceError, records_from_arguments, sources_from_arguments
 from synthdet.evaluation.evaluate import SOURCE_COLUMNS, EvaluationResult, evaluate_records, fmt, write_evaluation
 from synthdet.inference.detector import Detector
 from synthdet.training.trainer import CONFIG_FILE, TrainingError, new_run_dir, train as run_training
@@ -45,6 +45,9 @@ def main() -> None:
 @app.command()
 def train(
     args: List[str] = typer.Argument(None, help="CONFIG.yaml followed by key=value overrides"),
+    data: Optional[List[str]] = typer.Option(
+        None, "--data", "-d", help="replace the config's sources: folder, .csv manifest or .yaml (repeatable)"
+    ),
     resume: Optional[Path] = typer.Option(None, help="run directory to continue after its last finished epoch"),
     test: bool = typer.Option(True, help="evaluate the best checkpoint on the test split afterwards"),
 ):
@@ -56,6 +59,10 @@ def train(
     if config_path is None:
         raise ConfigError("give a config file (synthdet train CONFIG.yaml [key=value ...]) or --resume RUN_DIR")
     config = load_config(config_path, args)
+    if data:
+        config.data.sources = sources_from_arguments(data)
+    if not config.data.sources:
+        raise ConfigError(f"{config_path}: no data sources; add data.sources or give --data FOLDER")
     result = run_training(config, resume=resume)
     out.print(f"best epoch {result.best_epoch}: val accuracy {fmt(result.best_val['accuracy'])}, "
               f"ROC-AUC {fmt(result.best_val['roc_auc'])}  ->  {result.best_checkpoint}")
@@ -188,6 +195,18 @@ def toy_data(
     raw["data"]["sources"] = [{**s, "path": Path(s["path"]).name} for s in sources]
     (out_dir / "toy.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     out.print(f"wrote {len(sources) * images_per_source} images and {out_dir / 'toy.yaml'}")
+
+
+@app.command("import-cifake")
+def import_cifake(
+    weights: Path = typer.Argument(..., help="state dict released by jshrdt/aics-project (.pth)"),
+    checkpoint: Path = typer.Argument(..., help="synthdet checkpoint to write (.safetensors)"),
+    attention: bool = typer.Option(False, help="the SRM-attention variant (SRM_model.pth)"),
+):
+    """Import a peer project's CIFAKE CNN so it runs through synthdet's evaluate/predict."""
+    from synthdet.importers import import_aics_cifake
+
+    out.print(f"wrote {import_aics_cifake(weights, checkpoint, attention)}")
 
 
 @app.command()

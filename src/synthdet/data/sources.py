@@ -71,8 +71,22 @@ def collect_records(
     return records
 
 
+def sources_from_arguments(specs: list[str | Path], label: str | None = None) -> list[SourceConfig]:
+    """Training sources named on a command line: folders, CSV manifests, or the sources of YAML configs."""
+    from synthdet.config import load_config
+
+    sources: list[SourceConfig] = []
+    for spec in specs:
+        path = Path(spec)
+        if path.suffix.lower() in (".yaml", ".yml"):
+            sources.extend(load_config(path).data.sources)
+        else:
+            sources.append(_source_for_path(path, label, split="auto"))
+    return sources
+
+
 def records_from_arguments(specs: list[str | Path], split: str = "test", label: str | None = None) -> list[ImageRecord]:
-    """Records named on a command line: YAML configs, folders or CSV manifests.
+    """Records to score, named on a command line: YAML configs, folders or CSV manifests.
 
     From a config, the images of ``split`` (``all`` for every split) are taken, so
     evaluating a training config scores exactly its held-out test images. A folder or a
@@ -87,16 +101,20 @@ def records_from_arguments(specs: list[str | Path], split: str = "test", label: 
         if path.suffix.lower() in (".yaml", ".yml"):
             config = load_config(path)
             found = collect_records(config.data.sources, config.data.splits, config.seed)
-        elif path.is_dir():
-            found = collect_records([SourceConfig(path=path.resolve(), label=label, split="test")], SplitFractions())
-        elif path.suffix.lower() == ".csv":
-            found = collect_records([SourceConfig(manifest=path.resolve(), label=label, split="test")], SplitFractions())
         else:
-            raise SourceError(f"{spec}: expected a folder, a .csv manifest or a .yaml config")
+            found = collect_records([_source_for_path(path, label, split="test")], SplitFractions())
         records.extend(r for r in found if split == "all" or r.split == split)
     if not records:
         raise SourceError(f"no {split} images in {', '.join(map(str, specs))}")
     return records
+
+
+def _source_for_path(path: Path, label: str | None, split: str) -> SourceConfig:
+    if path.is_dir():
+        return SourceConfig(path=path.resolve(), label=label, split=split)
+    if path.suffix.lower() == ".csv":
+        return SourceConfig(manifest=path.resolve(), label=label, split=split)
+    raise SourceError(f"{path}: expected a folder, a .csv manifest or a .yaml config")
 
 
 def iter_image_files(root: Path):

@@ -23,8 +23,12 @@ class DetectorNet(nn.Module):
         self.normalize = Normalize(features.out_channels)
         self.backbone = backbone
 
+    def inputs(self, images: torch.Tensor) -> torch.Tensor:
+        """What the backbone sees: normalized features."""
+        return self.normalize(self.features(images))
+
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.backbone(self.normalize(self.features(images)))
+        return self.backbone(self.inputs(images))
 
 
 def build_network(features: FeatureConfig, model: ModelConfig, num_classes: int = 2) -> DetectorNet:

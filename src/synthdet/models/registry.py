@@ -20,17 +20,28 @@ class ModelEntry:
     first_conv: str | None  # state-dict prefix of the input conv, adapted when in_chans differs
     classifier: str | None  # prefix of the output layer, dropped when num_classes differs
     description: str
+    owns_pretrained: bool = False  # the constructor takes ``pretrained`` itself (wrapper models)
+    one_class: bool = False  # trained on real images only (synthdet.training.one_class)
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
 
 
-def register_model(name: str | None = None, *, first_conv: str | None = None, classifier: str | None = None):
+def register_model(
+    name: str | None = None,
+    *,
+    first_conv: str | None = None,
+    classifier: str | None = None,
+    owns_pretrained: bool = False,
+    one_class: bool = False,
+):
     """Decorator registering a constructor under ``name`` (default: the function name)."""
 
     def decorator(fn):
         doc = (fn.__doc__ or "").strip().splitlines()
-        _REGISTRY[name or fn.__name__] = ModelEntry(fn, first_conv, classifier, doc[0] if doc else "")
+        _REGISTRY[name or fn.__name__] = ModelEntry(
+            fn, first_conv, classifier, doc[0] if doc else "", owns_pretrained, one_class
+        )
         return fn
 
     return decorator
@@ -51,6 +62,8 @@ def create_model(
 ) -> nn.Module:
     """Build a registered model; ``pretrained`` is a local weights file (nothing is downloaded)."""
     entry = model_entry(name)
+    if entry.owns_pretrained:
+        return entry.constructor(in_chans=in_chans, num_classes=num_classes, pretrained=pretrained, **options)
     model = entry.constructor(in_chans=in_chans, num_classes=num_classes, **options)
     if pretrained is not None:
         load_pretrained(model, read_state_dict(pretrained), entry, in_chans)
@@ -58,14 +71,26 @@ def create_model(
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file or a plain torch state dict (loaded weights-only)."""
+    """Tensors from a .safetensors file or a plain torch state dict (loaded weights-only).
+
+    A synthdet checkpoint gives its backbone's weights, so a trained detector can be the
+    starting point (or frozen embedding) of another model.
+    """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pretrained weights file not found")
     if path.suffix == ".safetensors":
+        from safetensors import safe_open
         from safetensors.torch import load_file
 
-        return load_file(str(path), device="cpu")
+        state = load_file(str(path), device="cpu")
+        from synthdet.checkpoint import METADATA_KEY  # (imports models: import here, not at the top)
+
+        with safe_open(str(path), framework="pt") as fh:
+            is_synthdet = METADATA_KEY in (fh.metadata() or {})
+        if is_synthdet:
+            state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        return state
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]

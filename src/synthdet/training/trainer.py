@@ -1,6 +1,9 @@
 """Training: sources -> network -> epochs, with the checkpoint chosen on the validation split.
 
-The test split is never touched here; it exists for ``synthdet evaluate``.
+One loop serves every model; what differs between supervised training and one-class
+training (which images, which loss, how validation is scored) lives in an *objective*
+(:class:`SupervisedObjective` here, ``OneClassObjective`` in :mod:`.one_class`). The test
+split is never touched here; it exists for ``synthdet evaluate``.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from synthdet.data.sources import ImageRecord, collect_records, summarize, write
 from synthdet.data.transforms import EvalTransform, TrainTransform
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.scoring import iter_logits, probability_synthetic
-from synthdet.models import DetectorNet, build_network
+from synthdet.models import DetectorNet, build_network, model_entry
 from synthdet.runtime import autocast, resolve_device, seed_everything
 from synthdet.training.normalization import measure_feature_stats
 from synthdet.training.schedule import make_scheduler
@@ -64,14 +67,76 @@ class _State:
     history: list[dict] = field(default_factory=list)
 
 
+class SupervisedObjective:
+    """Cross-entropy on both classes; best epoch by ``train.select_metric`` on validation."""
+
+    def train_records(self, records: list[ImageRecord]) -> list[ImageRecord]:
+        train = [r for r in records if r.split == "train"]
+        missing = [CLASS_NAMES[c] for c in (0, 1) if not any(r.label == c for r in train)]
+        if missing:
+            raise TrainingError(
+                f"the training split has no {' or '.join(missing)} images; add a source with that label"
+            )
+        return train
+
+    def settings(self, config: Config) -> TrainConfig:
+        return config.train
+
+    def build_network(self, config: Config) -> DetectorNet:
+        return build_network(config.features, config.model)
+
+    def needs_feature_stats(self) -> bool:
+        return True
+
+    def start(self, net: DetectorNet, batches, device: torch.device) -> None:
+        """Nothing to initialize before the first epoch."""
+
+    def loss(self, net: DetectorNet, images: torch.Tensor, labels: torch.Tensor, amp: bool) -> torch.Tensor:
+        with autocast(images.device, amp):
+            logits = net(images)
+        self._correct += (logits.argmax(1) == labels).sum().item()
+        return F.cross_entropy(logits.float(), labels)
+
+    def begin_epoch(self) -> None:
+        self._correct = 0
+
+    def end_epoch(self, net: DetectorNet, epoch: int, images_seen: int) -> dict:
+        return {"accuracy": self._correct / max(images_seen, 1)}
+
+    def validation_loss(self, logits: torch.Tensor, labels: torch.Tensor, net: DetectorNet) -> float:
+        return float(F.cross_entropy(logits, labels))
+
+    def selection_score(self, val: dict, metric: str) -> tuple[float, float]:
+        """Higher is better; ties on the chosen metric go to the lower validation loss."""
+        if metric == "loss":
+            return (-val["loss"], 0.0)
+        primary = val["roc_auc"] if metric == "auc" and val["roc_auc"] is not None else val["accuracy"]
+        return (primary, -val["loss"])
+
+
 def train(config: Config, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
     """Train ``config``; with ``resume`` (a run directory) continue after its last finished epoch."""
+    if model_entry(config.model.name).one_class:
+        from synthdet.training.one_class import train_one_class
+
+        return train_one_class(config, resume, progress)
+    return run_stage(config, SupervisedObjective(), resume, progress)
+
+
+def run_stage(config: Config, objective, resume: str | Path | None = None, progress: bool = True,
+              run_dir: Path | None = None) -> TrainResult:
+    """One training stage: data, network and epochs, written to a run directory."""
     seed_everything(config.seed)
     device = resolve_device(config.train.device)
     records = collect_records(config.data.sources, config.data.splits, config.seed)
-    train_records, val_records = _check_splits(records)
-
-    run_dir = Path(resume) if resume else new_run_dir(config.output_dir, config.name)
+    train_records = objective.train_records(records)
+    val_records = [r for r in records if r.split == "val"]
+    if not val_records:
+        raise TrainingError(
+            "the validation split is empty, so no checkpoint could be selected; "
+            "raise data.splits.val or add a source with split: val"
+        )
+    run_dir = Path(resume) if resume else run_dir or new_run_dir(config.output_dir, config.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(config.to_yaml())
     write_split_csv(records, run_dir / "splits.csv")
@@ -81,7 +146,8 @@ def train(config: Config, resume: str | Path | None = None, progress: bool = Tru
     log.setLevel(logging.INFO)
     try:
         with logging_redirect_tqdm():
-            return _run(config, device, records, train_records, val_records, run_dir, resume is not None, progress)
+            return _run(config, objective, device, records, train_records, val_records, run_dir,
+                        resume is not None, progress)
     finally:
         log.removeHandler(handler)
         handler.close()
@@ -96,24 +162,10 @@ def new_run_dir(output_dir: Path, name: str) -> Path:
         candidate = output_dir / f"{name}-{i}"
 
 
-def _check_splits(records: list[ImageRecord]) -> tuple[list[ImageRecord], list[ImageRecord]]:
-    train = [r for r in records if r.split == "train"]
-    val = [r for r in records if r.split == "val"]
-    missing = [CLASS_NAMES[c] for c in (0, 1) if not any(r.label == c for r in train)]
-    if missing:
-        raise TrainingError(f"the training split has no {' or '.join(missing)} images; add a source with that label")
-    if not val:
-        raise TrainingError(
-            "the validation split is empty, so no checkpoint could be selected; "
-            "raise data.splits.val or add a source with split: val"
-        )
-    return train, val
-
-
-def _run(config, device, records, train_records, val_records, run_dir, resuming, progress) -> TrainResult:
-    tc: TrainConfig = config.train
-    net = build_network(config.features, config.model).to(device)
-    train_loader, val_loader = _loaders(config, train_records, val_records, device)
+def _run(config, objective, device, records, train_records, val_records, run_dir, resuming, progress):
+    tc: TrainConfig = objective.settings(config)
+    net = objective.build_network(config).to(device)
+    train_loader, val_loader = _loaders(config, tc, train_records, val_records, device)
     train_names, val_names = [r.path for r in train_records], [r.path for r in val_records]
     steps_per_epoch = min(len(train_loader), tc.max_steps_per_epoch or len(train_loader))
     optimizer = _make_optimizer(net, tc)
@@ -123,22 +175,27 @@ def _run(config, device, records, train_records, val_records, run_dir, resuming,
     data_summary = summarize(records)
     log.info("data: %s", json.dumps({s: {k: sum(v.values()) for k, v in d.items()} for s, d in data_summary.items()}))
 
+    def train_batches():
+        return _logging_failures(train_loader, skipped, train_names, "train")
+
     if resuming:
         state = _load_resume(run_dir / RESUME_FILE, net, optimizer, scheduler)
         log.info("resuming %s at epoch %d", run_dir, state.next_epoch + 1)
     else:
-        mean, std, seen = measure_feature_stats(
-            net, _logging_failures(train_loader, skipped, train_names, "train"), device, tc.norm_batches
-        )
-        net.normalize.set_stats(mean, std)
-        log.info("normalization stats from %d training images: mean %s std %s", seen, _fmt(mean), _fmt(std))
+        if objective.needs_feature_stats():
+            mean, std, seen = measure_feature_stats(net, train_batches(), device, tc.norm_batches)
+            net.normalize.set_stats(mean, std)
+            log.info("normalization stats from %d training images: mean %s std %s", seen, _fmt(mean), _fmt(std))
+        objective.start(net, train_batches(), device)
 
     epochs = range(state.next_epoch, tc.epochs)
     for epoch in tqdm(epochs, desc="epochs", disable=not progress, initial=state.next_epoch, total=tc.epochs):
         started = time.perf_counter()
-        train_stats = _train_epoch(net, _logging_failures(train_loader, skipped, train_names, "train"),
-                                   optimizer, scheduler, device, tc, steps_per_epoch, progress)
-        val = _validate(net, _logging_failures(val_loader, skipped, val_names, "val"), device, tc, progress)
+        train_stats = _train_epoch(net, objective, train_batches(), optimizer, scheduler, device, tc,
+                                   steps_per_epoch, progress)
+        train_stats.update(objective.end_epoch(net, epoch, train_stats["images"]))
+        val = _validate(net, objective, _logging_failures(val_loader, skipped, val_names, "val"), device, tc,
+                        progress)
         row = {
             "epoch": epoch + 1,
             "lr": scheduler.get_last_lr()[0],
@@ -149,13 +206,13 @@ def _run(config, device, records, train_records, val_records, run_dir, resuming,
         state.history.append(row)
         with (run_dir / METRICS_FILE).open("a") as fh:
             fh.write(json.dumps(row) + "\n")
-        score = _selection_score(val, tc.select_metric)
+        score = objective.selection_score(val, tc.select_metric)
         improved = state.best_score is None or score > state.best_score
         if improved:
             state.best_score, state.best_epoch, state.best_val = score, epoch + 1, val
         log.info(
-            "epoch %d/%d  train loss %.4f acc %.3f | val loss %.4f acc %.3f auc %s%s",
-            epoch + 1, tc.epochs, train_stats["loss"], train_stats["accuracy"], val["loss"], val["accuracy"],
+            "epoch %d/%d  train loss %.4f | val loss %.4f acc %.3f auc %s%s",
+            epoch + 1, tc.epochs, train_stats["loss"], val["loss"], val["accuracy"],
             "n/a" if val["roc_auc"] is None else f"{val['roc_auc']:.3f}", "  (best)" if improved else "",
         )
         meta = _checkpoint_meta(config, net, data_summary, epoch + 1, val, len(skipped))
@@ -176,17 +233,17 @@ def _run(config, device, records, train_records, val_records, run_dir, resuming,
     return result
 
 
-def _loaders(config: Config, train_records, val_records, device):
-    dc, tc = config.data, config.train
+def _loaders(config: Config, tc: TrainConfig, train_records, val_records, device):
+    dc = config.data
     train_set = ImageDataset(
         [r.path for r in train_records],
-        TrainTransform(dc.crop, config.augment.hflip, config.augment.vflip),
+        TrainTransform(dc.crop, config.augment),
         [r.label for r in train_records],
         dc.max_pixels,
     )
     generator = torch.Generator().manual_seed(config.seed)
-    if dc.balance:
-        counts = Counter(r.label for r in train_records)
+    counts = Counter(r.label for r in train_records)
+    if dc.balance and len(counts) > 1:
         weights = torch.tensor([1.0 / counts[r.label] for r in train_records], dtype=torch.double)
         sampler = WeightedRandomSampler(weights, len(train_records), replacement=True, generator=generator)
     else:
@@ -215,29 +272,27 @@ def _logging_failures(loader, skipped: SkipLog, names: list[str], stage: str):
         yield batch
 
 
-def _train_epoch(net, batches, optimizer, scheduler, device, tc, steps, progress) -> dict:
+def _train_epoch(net, objective, batches, optimizer, scheduler, device, tc, steps, progress) -> dict:
     net.train()
-    loss_sum, correct, seen = 0.0, 0, 0
+    objective.begin_epoch()
+    loss_sum, seen = 0.0, 0
     bar = tqdm(itertools.islice(batches, steps), total=steps, desc="train", leave=False, disable=not progress)
     for batch in bar:
         if len(batch):
             images = batch.images.to(device, non_blocking=True)
             labels = batch.labels.to(device, non_blocking=True)
-            with autocast(device, tc.amp):
-                logits = net(images)
-            loss = F.cross_entropy(logits.float(), labels)
+            loss = objective.loss(net, images, labels, tc.amp)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
             loss_sum += loss.item() * len(batch)
-            correct += (logits.argmax(1) == labels).sum().item()
             seen += len(batch)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}", acc=f"{correct / seen:.3f}")
+            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
         scheduler.step()
-    return {"loss": loss_sum / max(seen, 1), "accuracy": correct / max(seen, 1), "images": seen}
+    return {"loss": loss_sum / max(seen, 1), "images": seen}
 
 
-def _validate(net, batches, device, tc, progress) -> dict:
+def _validate(net, objective, batches, device, tc, progress) -> dict:
     labels, logits_all = [], []
     for batch, logits in iter_logits(net, batches, device, tc.amp, "val" if progress else None):
         labels.append(batch.labels)
@@ -246,16 +301,8 @@ def _validate(net, batches, device, tc, progress) -> dict:
     if len(labels_t) == 0:
         raise TrainingError("no validation image could be read; see skipped.csv")
     metrics = binary_metrics(labels_t.tolist(), probability_synthetic(logits_t).tolist(), tc.threshold)
-    metrics["loss"] = float(F.cross_entropy(logits_t, labels_t))
+    metrics["loss"] = objective.validation_loss(logits_t, labels_t, net)
     return metrics
-
-
-def _selection_score(val: dict, metric: str) -> tuple[float, float]:
-    """Higher is better; ties on the chosen metric go to the lower validation loss."""
-    if metric == "loss":
-        return (-val["loss"], 0.0)
-    primary = val["roc_auc"] if metric == "auc" and val["roc_auc"] is not None else val["accuracy"]
-    return (primary, -val["loss"])
 
 
 def _checkpoint_meta(config: Config, net: DetectorNet, data_summary: dict, epoch: int, val: dict,
