@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -89,3 +90,29 @@ def awkward_folder(tmp_path_factory) -> Path:
     Image.fromarray(pixels[:32, :32]).save(folder / "tiny_32.png")
     assert sorted(os.listdir(folder)) == sorted(AWKWARD_FILES)
     return folder
+
+
+CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
+
+
+@pytest.fixture
+def browser(tmp_path):
+    """Headless Debian Chromium driven by Selenium (installed by .ci/run; skipped where absent)."""
+    if not (CHROMIUM and CHROMEDRIVER):
+        missing = "chromium and chromium-driver are not installed (apt-get install chromium chromium-driver)"
+        if os.environ.get("SYNTHDET_REQUIRE_BROWSER"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    from selenium import webdriver
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--window-size=1280,1600", f"--user-data-dir={tmp_path / 'chromium-profile'}"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
+    try:
+        yield driver
+    finally:
+        driver.quit()

@@ -59,6 +59,7 @@ class CheckpointMeta(BaseModel):
     class_names: list[str] = Field(default_factory=lambda: list(CLASS_NAMES))
     threshold: float = 0.5
     temperature: float = 1.0
+    calibration: dict[str, Any] | None = Field(None, description="how temperature and threshold were fitted")
     training: dict[str, Any] = Field(default_factory=dict, description="config, data summary, validation metrics")
 
 
@@ -73,6 +74,15 @@ def save_checkpoint(path: str | Path, net: DetectorNet, meta: CheckpointMeta) ->
         }
     )
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
+    return _write(path, tensors, meta)
+
+
+def rewrite_metadata(path: str | Path, meta: CheckpointMeta) -> Path:
+    """Replace a checkpoint's metadata, keeping its tensors (e.g. after calibration)."""
+    return _write(Path(path), load_file(str(path), device="cpu"), meta)
+
+
+def _write(path: Path, tensors: dict[str, torch.Tensor], meta: CheckpointMeta) -> Path:
     tmp = path.with_suffix(path.suffix + ".tmp")
     save_file(tensors, str(tmp), metadata={METADATA_KEY: meta.model_dump_json()})
     tmp.replace(path)  # never leave a half-written checkpoint behind

@@ -1,4 +1,4 @@
-"""The ``synthdet`` command: train, evaluate, predict, benchmark, demo, toy-data, info."""
+"""The ``synthdet`` command: train, evaluate, robustness, calibrate, report, predict, benchmark, demo, ..."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from rich.table import Table
 
 from synthdet.checkpoint import CheckpointError, read_metadata
 from synthdet.config import ConfigError, config_from_dict, load_config, resolve_paths
-from synthdet.data.sources import SourceError, records_from_arguments, sources_from_arguments
+from synthdet.data.sources import SourceError, read_split_csv, records_from_arguments, sources_from_arguments
 from synthdet.evaluation.evaluate import SOURCE_COLUMNS, EvaluationResult, evaluate_records, fmt, write_evaluation
 from synthdet.inference.detector import Detector
 from synthdet.training.trainer import CONFIG_FILE, TrainingError, new_run_dir, train as run_training
@@ -49,9 +49,16 @@ def train(
         None, "--data", "-d", help="replace the config's sources: folder, .csv manifest or .yaml (repeatable)"
     ),
     resume: Optional[Path] = typer.Option(None, help="run directory to continue after its last finished epoch"),
+    target_fpr: Optional[float] = typer.Option(
+        None, help="choose the threshold on validation for this false-positive rate (e.g. 0.01)"
+    ),
     test: bool = typer.Option(True, help="evaluate the best checkpoint on the test split afterwards"),
 ):
-    """Train a detector from a YAML config; the best epoch is chosen on the validation split."""
+    """Train a detector from a YAML config; the best epoch is chosen on the validation split.
+
+    Afterwards the best checkpoint is calibrated on validation, scored on the test split,
+    and RUN_DIR/report.html is written.
+    """
     args = list(args or [])
     config_path = None if resume or not args or "=" in args[0] else args.pop(0)
     if resume:
@@ -61,6 +68,8 @@ def train(
     config = load_config(config_path, args)
     if data:
         config.data.sources = sources_from_arguments(data)
+    if target_fpr is not None:
+        config.train.target_fpr = target_fpr
     if not config.data.sources:
         raise ConfigError(f"{config_path}: no data sources; add data.sources or give --data FOLDER")
     result = run_training(config, resume=resume)
@@ -70,28 +79,131 @@ def train(
         out.print(f"{result.skipped} file(s) skipped, see {result.run_dir / 'skipped.csv'}")
     if test:
         evaluate_test_split(result, config, title="Test split (best checkpoint)")
+    report(result.run_dir)
 
 
 @app.command()
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors)"),
-    data: List[str] = typer.Option(..., "--data", "-d", help="config .yaml, folder or .csv manifest (repeatable)"),
+    target: Path = typer.Argument(..., help="checkpoint (.safetensors); with --protocol, a training config (.yaml)"),
+    data: Optional[List[str]] = typer.Option(
+        None, "--data", "-d", help="config .yaml, folder or .csv manifest (repeatable)"
+    ),
+    protocol: str = typer.Option("none", help="none, leave-one-source-out or kfold (these train, from TARGET config)"),
+    k: int = typer.Option(5, help="folds for --protocol kfold"),
+    group: Optional[List[str]] = typer.Option(
+        None, help="NAME=src1,src2: hold these sources out together (leave-one-source-out; repeatable)"
+    ),
     split: str = typer.Option("test", help="split of config datasets to score: train, val, test or all"),
     label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
-    out_dir: Optional[Path] = typer.Option(None, "--out", help="where metrics.json/.md and predictions.csv go"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (metrics, figures, report)"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
     batch_size: int = typer.Option(32, help="images per batch"),
     workers: int = typer.Option(-1, help="decoding processes (-1: one per core)"),
     device: str = typer.Option("auto"),
 ):
-    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of a checkpoint on labelled images."""
+    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP; or a generalization protocol.
+
+    Without --protocol: score checkpoint TARGET on --data. With --protocol
+    leave-one-source-out (train on all sources but one, test on it, for each) or kfold,
+    TARGET is a training config and one model is trained per held-out unit.
+    """
+    if protocol != "none":
+        run_protocol(target, protocol, k, group or [], data, out_dir)
+        return
+    if not data:
+        raise ConfigError("give --data (a config, folder or manifest) to evaluate on")
     records = records_from_arguments(data, split=split, label=label)
-    detector = Detector.load(checkpoint, device)
+    detector = Detector.load(target, device)
     result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True)
-    out_dir = out_dir or new_run_dir(Path("runs/evaluate"), checkpoint.parent.name or "eval")
+    out_dir = out_dir or new_run_dir(Path("runs/evaluate"), target.parent.name or "eval")
     write_evaluation(result, out_dir)
     print_evaluation(result)
-    out.print(f"results written to {out_dir}")
+    report(out_dir)
+
+
+def run_protocol(config_path: Path, protocol: str, k: int, groups: list[str], data: list[str] | None,
+                 out_dir: Path | None) -> None:
+    from synthdet.evaluation.protocols import PROTOCOL_COLUMNS, kfold, leave_one_source_out, protocol_summary_line
+
+    if config_path.suffix.lower() not in (".yaml", ".yml"):
+        raise ConfigError(f"{config_path}: --protocol trains models, so TARGET must be a training config (.yaml)")
+    config = load_config(config_path)
+    if data:
+        config.data.sources = sources_from_arguments(data)
+    named = {}
+    for item in groups:
+        name, _, members = item.partition("=")
+        if not members:
+            raise ConfigError(f"--group {item!r} must look like NAME=source1,source2")
+        named[name] = [m.strip() for m in members.split(",") if m.strip()]
+    out_dir = out_dir or new_run_dir(Path("runs/protocols"), f"{config.name}-{protocol}")
+    if protocol == "leave-one-source-out":
+        summary = leave_one_source_out(config, out_dir, named, progress=True)
+    elif protocol == "kfold":
+        summary = kfold(config, out_dir, k, progress=True)
+    else:
+        raise ConfigError(f"unknown protocol {protocol!r}; use leave-one-source-out or kfold")
+    table = Table(*PROTOCOL_COLUMNS, title=summary["protocol"])
+    for row in summary["rows"]:
+        table.add_row(*(fmt(row.get(c)) for c in PROTOCOL_COLUMNS))
+    out.print(table)
+    out.print(protocol_summary_line(summary))
+    report(out_dir)
+
+
+@app.command()
+def robustness(
+    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors)"),
+    data: List[str] = typer.Option(..., "--data", "-d", help="config .yaml, folder or .csv manifest (repeatable)"),
+    split: str = typer.Option("test", help="split of config datasets to score"),
+    label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (CSV, PNG, report)"),
+    batch_size: int = typer.Option(32),
+    workers: int = typer.Option(-1),
+    device: str = typer.Option("auto"),
+):
+    """Accuracy and ROC-AUC under JPEG, downscaling, blur, noise and smaller crops."""
+    from synthdet.evaluation.robustness import run_robustness, write_robustness
+
+    records = records_from_arguments(data, split=split, label=label)
+    rows = run_robustness(Detector.load(checkpoint, device), records, batch_size=batch_size, workers=workers,
+                          progress=True)
+    out_dir = out_dir or new_run_dir(Path("runs/robustness"), checkpoint.parent.name or "robustness")
+    write_robustness(rows, out_dir)
+    table = Table("perturbation", "level", "n", "accuracy", "ROC-AUC", "mean P(synth)", title="Robustness")
+    for row in rows:
+        table.add_row(row["perturbation"], f"{row['level']:g}", str(row["n"]), fmt(row["accuracy"]),
+                      fmt(row["roc_auc"]), fmt(row["mean_p_synthetic"]))
+    out.print(table)
+    report(out_dir)
+
+
+@app.command()
+def calibrate(
+    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors) to update in place"),
+    data: List[str] = typer.Option(..., "--data", "-d", help="config .yaml, folder or .csv manifest (repeatable)"),
+    split: str = typer.Option("val", help="split of config datasets to fit on (never the test split)"),
+    target_fpr: Optional[float] = typer.Option(None, help="choose the threshold for this false-positive rate"),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="where calibration.json and reliability.png go"),
+    device: str = typer.Option("auto"),
+):
+    """Fit temperature scaling (and optionally a threshold for a target FPR) and store them in CHECKPOINT."""
+    from synthdet.evaluation.calibration import calibrate_checkpoint
+
+    records = records_from_arguments(data, split=split)
+    result = calibrate_checkpoint(checkpoint, records, target_fpr, out_dir or checkpoint.parent, device)
+    out.print(f"temperature {result.temperature:.4g}, threshold {result.threshold:.4g}; ECE {result.ece_before:.4f}"
+              f" -> {result.ece_after:.4f} on {result.n} images" + ("  (temperature at its search bound: the "
+              "images are separated perfectly, calibration is unreliable)" if result.at_bound else ""))
+
+
+@app.command()
+def report(run_dir: Path = typer.Argument(..., help="a training, evaluation, robustness or protocol folder")):
+    """Write RUN_DIR/report.md and a self-contained RUN_DIR/report.html."""
+    from synthdet.evaluation.report import write_report
+
+    md_path, html_path = write_report(run_dir)
+    out.print(f"report: {html_path} (and {md_path.name})")
 
 
 @app.command()
@@ -176,6 +288,7 @@ def demo(
     config = resolve_paths(config_from_dict(raw, "demo config"), Path.cwd())
     result = run_training(config)
     evaluate_test_split(result, config, title="Demo: test split of the toy data (best checkpoint)")
+    report(result.run_dir)
     out.print(f"checkpoint: {result.best_checkpoint}   ({time.perf_counter() - started:.0f} s in all)")
     out.print("try:  synthdet predict " + f"{result.best_checkpoint} {out_dir / 'data' / 'camera-shapes'}")
 
@@ -217,9 +330,8 @@ def info(checkpoint: Path = typer.Argument(...)):
 
 def evaluate_test_split(result, config, title: str) -> EvaluationResult | None:
     """Score the run's test split with its best checkpoint; results go to RUN_DIR/test."""
-    try:
-        records = records_from_arguments([result.run_dir / CONFIG_FILE], split="test")
-    except SourceError:
+    records = read_split_csv(result.run_dir / "splits.csv", "test")
+    if not records:
         out.print("no test split to evaluate")
         return None
     detector = Detector.load(result.best_checkpoint, config.train.device)

@@ -207,7 +207,10 @@ class TrainConfig(_Strict):
     select_metric: Literal["accuracy", "auc", "loss"] = Field(
         "accuracy", description="validation metric that picks the best checkpoint"
     )
-    threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold on P(synthetic)")
+    threshold: float = Field(0.5, gt=0, lt=1, description="decision threshold on calibrated P(synthetic)")
+    target_fpr: float | None = Field(
+        None, gt=0, lt=1, description="instead of threshold: choose it on validation for this false-positive rate"
+    )
     norm_batches: int = Field(8, ge=1, description="training batches used to measure normalization stats")
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap batches per epoch (smoke runs)")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:1, mps")

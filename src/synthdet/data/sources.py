@@ -199,6 +199,17 @@ def summarize(records: list[ImageRecord]) -> dict:
     return table
 
 
+def read_split_csv(path: Path, split: str = "all") -> list[ImageRecord]:
+    """The records a run wrote to its ``splits.csv`` (optionally one split): its exact data."""
+    with Path(path).open(newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    return [
+        ImageRecord(row["path"], parse_label(row["label"]), row["source"], row["split"], row["group"])
+        for row in rows
+        if split == "all" or row["split"] == split
+    ]
+
+
 def write_split_csv(records: list[ImageRecord], path: Path) -> None:
     with path.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["path", "label", "source", "split", "group"])

@@ -56,8 +56,8 @@ def evaluate_records(
     return EvaluationResult(binary_metrics(labels, probs, threshold), rows, mean_source_accuracy(rows), skipped, pairs)
 
 
-def write_evaluation(result: EvaluationResult, out_dir: Path) -> None:
-    """metrics.json, metrics.md (tables), predictions.csv and skipped.csv in ``out_dir``."""
+def write_evaluation(result: EvaluationResult, out_dir: Path, figures: bool = True) -> None:
+    """metrics.json, metrics.md (tables), predictions.csv, skipped.csv and figures in ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / "metrics.json").write_text(json.dumps(result.to_json(), indent=2))
     (out_dir / "metrics.md").write_text(markdown_summary(result))
@@ -68,6 +68,38 @@ def write_evaluation(result: EvaluationResult, out_dir: Path) -> None:
             prob = "" if pred.prob_synthetic is None else f"{pred.prob_synthetic:.6f}"
             writer.writerow([record.path, record.source, record.label_name, pred.label or "", prob, pred.error or ""])
     result.skipped.write(out_dir / "skipped.csv")
+    if figures:
+        write_figures(result, out_dir)
+
+
+GALLERY_SIZE = 12
+
+
+def write_figures(result: EvaluationResult, out_dir: Path) -> None:
+    """Confusion matrix, ROC and precision-recall curves, and galleries of right and wrong calls.
+
+    Galleries show, per true class, the most confident correct and the most confident wrong
+    predictions, with P(synthetic) printed on each thumbnail.
+    """
+    from synthdet.evaluation import plots
+
+    scored = [(r, p) for r, p in result.predictions if p.ok]
+    labels = [r.label for r, _ in scored]
+    probs = [p.prob_synthetic for _, p in scored]
+    plots.confusion_matrix_plot(result.metrics["confusion_matrix"], out_dir / "confusion.png")
+    if len(set(labels)) == 2:
+        plots.roc_and_pr(labels, probs, out_dir / "roc.png", out_dir / "pr.png")
+    for true_label, name, other in ((0, "real", "synthetic"), (1, "synthetic", "real")):
+        of_class = [(r, p) for r, p in scored if r.label == true_label]
+        correct = [(r, p) for r, p in of_class if p.label == name]
+        wrong = [(r, p) for r, p in of_class if p.label != name]
+        # Most confident first: far from the threshold in the predicted direction.
+        correct.sort(key=lambda rp: abs(rp[1].prob_synthetic - 0.5), reverse=True)
+        wrong.sort(key=lambda rp: abs(rp[1].prob_synthetic - 0.5), reverse=True)
+        for items, suffix, title in ((correct, "correct", f"{name}, correctly classified"),
+                                     (wrong, f"as_{other}", f"{name} classified as {other}")):
+            thumbs = [(r.path, p.prob_synthetic) for r, p in items[:GALLERY_SIZE]]
+            plots.gallery(thumbs, f"{title} ({len(items)} in all)", out_dir / f"gallery_{name}_{suffix}.png")
 
 
 def fmt(value) -> str:

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from synthdet.checkpoint import CheckpointMeta, load_checkpoint
-from synthdet.data.loader import ImageDataset, ImageInput, item_name, make_loader
+from synthdet.data.loader import Batch, ImageDataset, ImageInput, item_name, make_loader
 from synthdet.data.transforms import EvalTransform
 from synthdet.inference.inputs import expand_inputs
 from synthdet.inference.scoring import iter_logits, probability_synthetic
@@ -82,6 +82,24 @@ class Detector:
             yield Prediction(input=item, error=problem)
         yield from self.score_items(items, batch_size, workers, threshold, progress)
 
+    def iter_batches(
+        self,
+        items: Sequence[ImageInput],
+        batch_size: int = 32,
+        workers: int = -1,
+        progress: bool = False,
+        transform=None,
+    ) -> Iterator[tuple[Batch, torch.Tensor]]:
+        """Raw (uncalibrated) logits per batch of items; failed files ride along in each batch.
+
+        ``transform`` replaces the checkpoint's center crop (robustness sweeps perturb first).
+        """
+        if any(isinstance(item, Image.Image) for item in items) or len(items) <= batch_size:
+            workers = 0  # not worth starting processes (or pickling open images) for
+        dataset = ImageDataset(items, transform or EvalTransform(self.crop))
+        loader = make_loader(dataset, batch_size, workers, pin_memory=self.device.type == "cuda")
+        yield from iter_logits(self.net, loader, self.device, progress="predict" if progress else None)
+
     def score_items(
         self,
         items: Sequence[ImageInput],
@@ -89,14 +107,11 @@ class Detector:
         workers: int = -1,
         threshold: float | None = None,
         progress: bool = False,
+        transform=None,
     ) -> Iterator[Prediction]:
         """Predictions for already expanded items (paths or PIL images), in input order."""
         threshold = self.threshold if threshold is None else threshold
-        if any(isinstance(item, Image.Image) for item in items) or len(items) <= batch_size:
-            workers = 0  # not worth starting processes (or pickling open images) for
-        dataset = ImageDataset(items, EvalTransform(self.crop))
-        loader = make_loader(dataset, batch_size, workers, pin_memory=self.device.type == "cuda")
-        for batch, logits in iter_logits(self.net, loader, self.device, progress="predict" if progress else None):
+        for batch, logits in self.iter_batches(items, batch_size, workers, progress, transform):
             probs = probability_synthetic(logits, self.meta.temperature).tolist() if len(batch) else []
             by_index = {
                 i: Prediction(item_name(items[i], i), self.meta.class_names[int(p >= threshold)], p, note=note)

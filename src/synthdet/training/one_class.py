@@ -28,23 +28,26 @@ from synthdet.models import DetectorNet, create_model
 from synthdet.training.trainer import SupervisedObjective, TrainingError, TrainResult, new_run_dir, run_stage
 
 
-def train_one_class(config: Config, resume: str | Path | None, progress: bool) -> TrainResult:
+def train_one_class(config: Config, resume: str | Path | None, progress: bool,
+                    records: list[ImageRecord] | None = None) -> TrainResult:
     run_dir = Path(resume) if resume else new_run_dir(config.output_dir, config.name)
     embedding = config.model.pretrained
     if embedding is None:
-        embedding = _train_embedding(config, run_dir, resume is not None, progress)
+        embedding = _train_embedding(config, run_dir, resume is not None, progress, records)
     stage_resume = run_dir if resume and (run_dir / "resume.pt").is_file() else None
-    return run_stage(config, OneClassObjective(embedding, config), stage_resume, progress, run_dir=run_dir)
+    return run_stage(config, OneClassObjective(embedding, config), stage_resume, progress, run_dir=run_dir,
+                     records=records)
 
 
-def _train_embedding(config: Config, run_dir: Path, resuming: bool, progress: bool) -> Path:
+def _train_embedding(config: Config, run_dir: Path, resuming: bool, progress: bool,
+                     records: list[ImageRecord] | None) -> Path:
     """Stage 1: the backbone trained supervised; its best checkpoint becomes the embedding."""
     options = config.model.options
     stage1 = config.model_copy(deep=True)
     stage1.model = ModelConfig(name=options.get("backbone", "resnet18"), options=options.get("backbone_options", {}))
     stage1_dir = run_dir / "stage1"
     resume = stage1_dir if resuming and (stage1_dir / "resume.pt").is_file() else None
-    result = run_stage(stage1, SupervisedObjective(), resume, progress, run_dir=stage1_dir)
+    result = run_stage(stage1, SupervisedObjective(), resume, progress, run_dir=stage1_dir, records=records)
     return result.best_checkpoint
 
 

@@ -26,7 +26,7 @@ from synthdet.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
 from synthdet.config import Config, TrainConfig
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.data.loader import ImageDataset, SkipLog, make_loader
-from synthdet.data.sources import ImageRecord, collect_records, summarize, write_split_csv
+from synthdet.data.sources import ImageRecord, collect_records, read_split_csv, summarize, write_split_csv
 from synthdet.data.transforms import EvalTransform, TrainTransform
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.scoring import iter_logits, probability_synthetic
@@ -114,21 +114,45 @@ class SupervisedObjective:
         return (primary, -val["loss"])
 
 
-def train(config: Config, resume: str | Path | None = None, progress: bool = True) -> TrainResult:
-    """Train ``config``; with ``resume`` (a run directory) continue after its last finished epoch."""
+def train(config: Config, resume: str | Path | None = None, progress: bool = True,
+          records: list[ImageRecord] | None = None) -> TrainResult:
+    """Train ``config``; with ``resume`` (a run directory) continue after its last finished epoch.
+
+    ``records`` replaces the images the config's sources would give (protocols train on
+    subsets); its train and val splits are used, anything in test is left alone.
+    """
     if model_entry(config.model.name).one_class:
         from synthdet.training.one_class import train_one_class
 
-        return train_one_class(config, resume, progress)
-    return run_stage(config, SupervisedObjective(), resume, progress)
+        result = train_one_class(config, resume, progress, records)
+    else:
+        result = run_stage(config, SupervisedObjective(), resume, progress, records=records)
+    _finish(result, config)
+    return result
+
+
+def _finish(result: TrainResult, config: Config) -> None:
+    """Calibrate the best checkpoint on the validation split; draw the training curves."""
+    from synthdet.evaluation.calibration import calibrate_checkpoint
+    from synthdet.evaluation.plots import training_curves
+
+    val = read_split_csv(result.run_dir / "splits.csv", "val")
+    calibration = calibrate_checkpoint(result.best_checkpoint, val, config.train.target_fpr, result.run_dir,
+                                       config.train.device, config.data.workers)
+    log.info("calibrated on %d validation images: temperature %.3g, threshold %.3g, ECE %.4f -> %.4f",
+             calibration.n, calibration.temperature, calibration.threshold, calibration.ece_before,
+             calibration.ece_after)
+    if result.history:
+        training_curves(result.history, result.run_dir / "curves.png")
 
 
 def run_stage(config: Config, objective, resume: str | Path | None = None, progress: bool = True,
-              run_dir: Path | None = None) -> TrainResult:
+              run_dir: Path | None = None, records: list[ImageRecord] | None = None) -> TrainResult:
     """One training stage: data, network and epochs, written to a run directory."""
     seed_everything(config.seed)
     device = resolve_device(config.train.device)
-    records = collect_records(config.data.sources, config.data.splits, config.seed)
+    if records is None:
+        records = collect_records(config.data.sources, config.data.splits, config.seed)
     train_records = objective.train_records(records)
     val_records = [r for r in records if r.split == "val"]
     if not val_records:
