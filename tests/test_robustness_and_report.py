@@ -9,6 +9,7 @@ from synthdet.data.sources import read_split_csv
 from synthdet.data.transforms import center_crop
 from synthdet.evaluation.evaluate import evaluate_records, write_evaluation
 from synthdet.evaluation.report import write_report
+from synthdet.inference.detector import PredictOptions
 from synthdet.evaluation.robustness import Perturbation, PerturbedCrop, default_sweep, run_robustness, write_robustness
 
 
@@ -45,9 +46,10 @@ def robustness_dir(trained_run, tmp_path_factory):
 def test_jpeg_30_measurably_changes_the_toy_detector_scores(trained_run):
     detector = synthdet.load(trained_run.best_checkpoint)
     paths = [r.path for r in read_split_csv(trained_run.run_dir / "splits.csv", "test")]
-    clean = [p.prob_synthetic for p in detector.score_items(paths, workers=0,
+    options = PredictOptions(tiles=False, workers=0)
+    clean = [p.prob_synthetic for p in detector.score_items(paths, options,
                                                             transform=PerturbedCrop(detector.crop, Perturbation("none", 0, "")))]
-    jpeg30 = [p.prob_synthetic for p in detector.score_items(paths, workers=0,
+    jpeg30 = [p.prob_synthetic for p in detector.score_items(paths, options,
                                                              transform=PerturbedCrop(detector.crop, Perturbation("jpeg", 30, "")))]
     assert np.mean(np.abs(np.array(clean) - np.array(jpeg30))) > 0.05
 

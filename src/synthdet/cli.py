@@ -20,7 +20,8 @@ from synthdet.checkpoint import CheckpointError, read_metadata
 from synthdet.config import ConfigError, config_from_dict, load_config, resolve_paths
 from synthdet.data.sources import SourceError, read_split_csv, records_from_arguments, sources_from_arguments
 from synthdet.evaluation.evaluate import SOURCE_COLUMNS, EvaluationResult, evaluate_records, fmt, write_evaluation
-from synthdet.inference.detector import Detector
+from synthdet.data.decode import load_image
+from synthdet.inference.detector import Detector, PredictOptions
 from synthdet.training.trainer import CONFIG_FILE, TrainingError, new_run_dir, train as run_training
 
 app = typer.Typer(help="Tell real photographs from synthetic images.", no_args_is_help=True, add_completion=False)
@@ -208,42 +209,138 @@ def report(run_dir: Path = typer.Argument(..., help="a training, evaluation, rob
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors)"),
-    inputs: List[str] = typer.Argument(..., help="image files, folders or glob patterns"),
+    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or exported .onnx)"),
+    inputs: List[str] = typer.Argument(..., help="image files, folders, glob patterns or video files"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
     as_csv: bool = typer.Option(False, "--csv", help="CSV with a header"),
+    tiles: bool = typer.Option(True, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop"),
+    overlap: float = typer.Option(0.25, help="overlap between neighbouring tiles (fraction of a tile)"),
+    max_tiles: int = typer.Option(64, help="tile budget per image"),
+    aggregate: str = typer.Option("mean", help="mean (tile logits) or vote (share of tiles)"),
+    tta: bool = typer.Option(False, help="also score mirrored views"),
+    heatmap: Optional[Path] = typer.Option(None, help="write IMAGE.heatmap.png per image into this folder"),
+    fps: float = typer.Option(2.0, help="video: frames sampled per second"),
+    every: Optional[int] = typer.Option(None, help="video: score every N-th frame instead of --fps"),
+    window: int = typer.Option(5, help="video: smoothing window in sampled frames"),
+    smoothing: str = typer.Option("mean", help="video: mean (of probabilities) or majority (of labels)"),
+    out_dir: Path = typer.Option(Path("runs/predict"), "--out", help="video: where per-frame CSVs go"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
     batch_size: int = typer.Option(32),
     workers: int = typer.Option(-1),
     device: str = typer.Option("auto"),
 ):
-    """Label images as real or synthetic with the probability of synthetic; failures are listed."""
+    """Label images and videos as real or synthetic, with calibrated probability and uncertainty.
+
+    Images larger than the crop are covered with tiles whose verdicts are aggregated;
+    videos are sampled, scored frame by frame and smoothed over time. Failures are listed.
+    """
+    from synthdet.inference.video import VideoError, is_video, predict_video
+
     detector = Detector.load(checkpoint, device)
-    predictions = detector.predict_iter(inputs, batch_size, workers, threshold, progress=not (as_json or as_csv))
-    failures = scored = 0
-    if as_json or as_csv:
-        writer = csv.writer(sys.stdout) if as_csv else None
-        if writer:
-            writer.writerow(["input", "label", "prob_synthetic", "error", "note"])
-        for p in predictions:
-            failures, scored = failures + (not p.ok), scored + p.ok
-            if writer:
-                prob = "" if p.prob_synthetic is None else f"{p.prob_synthetic:.6f}"
-                writer.writerow([p.input, p.label or "", prob, p.error or "", p.note])
-            else:
-                print(json.dumps(p.to_dict()), flush=True)
-    else:
-        table = Table("input", "label", "P(synthetic)", "note / error")
-        for p in predictions:
-            failures, scored = failures + (not p.ok), scored + p.ok
-            if p.ok:
-                table.add_row(p.input, p.label, f"{p.prob_synthetic:.3f}", p.note)
-            else:
-                table.add_row(p.input, "[red]error[/red]", "", p.error)
-        out.print(table)
-    err.print(f"{scored} image(s) scored, {failures} failed")
-    if scored == 0:
+    options = PredictOptions(tiles=tiles, overlap=overlap, max_tiles=max_tiles, aggregate=aggregate, tta=tta,
+                             threshold=threshold, keep_tiles=heatmap is not None, batch_size=batch_size,
+                             workers=workers)
+    videos = [i for i in inputs if is_video(i) and Path(i).is_file()]
+    images = [i for i in inputs if i not in videos]
+    output = _PredictionOutput("json" if as_json else "csv" if as_csv else "table")
+    if images:
+        for p in detector.predict_iter(images, progress=output.style == "table", options=options):
+            output.image(p)
+            if heatmap is not None and p.ok:
+                from synthdet.inference.heatmap import write_heatmap
+
+                write_heatmap(load_image(p.input).pixels, p, heatmap)
+    for video in videos:
+        try:
+            result = predict_video(detector, video, fps, every, window, smoothing, options)
+        except VideoError as exc:
+            output.failed(video, str(exc))
+            continue
+        out_dir.mkdir(parents=True, exist_ok=True)
+        output.video(result, result.write_csv(out_dir / f"{Path(video).stem}.frames.csv"))
+    output.close()
+    if output.scored == 0:
         raise typer.Exit(1)
+
+
+class _PredictionOutput:
+    """Prints results as they come: a table at the end, or JSON lines / CSV rows at once."""
+
+    CSV_COLUMNS = ["input", "label", "prob_synthetic", "uncertain", "n_tiles", "tile_spread", "error", "note"]
+
+    def __init__(self, style: str):
+        self.style, self.scored, self.failures = style, 0, 0
+        self.table = Table("input", "label", "P(synthetic)", "uncertain", "tiles", "note / error")
+        self.writer = csv.DictWriter(sys.stdout, self.CSV_COLUMNS, extrasaction="ignore") if style == "csv" else None
+        if self.writer:
+            self.writer.writeheader()
+
+    def image(self, p) -> None:
+        if not p.ok:
+            return self.failed(p.input, p.error)
+        self.scored += 1
+        row = p.to_dict()
+        row.pop("tiles", None)
+        self._emit(row, [p.input, p.label, f"{p.prob_synthetic:.3f}", "yes" if p.uncertain else "",
+                         str(p.n_tiles), p.note])
+
+    def video(self, v, frames_csv: Path) -> None:
+        self.scored += 1
+        note = (f"video: {len(v.frames)} sampled frames, {100 * v.fraction_synthetic:.0f}% judged synthetic "
+                f"after smoothing; per-frame scores in {frames_csv}")
+        row = {**v.to_dict(), "note": note, "frames_csv": str(frames_csv)}
+        self._emit(row, [v.input, v.label, f"{v.prob_synthetic:.3f}", "", str(len(v.frames)), note])
+
+    def failed(self, name: str, error: str) -> None:
+        self.failures += 1
+        self._emit({"input": name, "error": error}, [name, "[red]error[/red]", "", "", "", error])
+
+    def _emit(self, row: dict, cells: list[str]) -> None:
+        if self.style == "json":
+            print(json.dumps(row), flush=True)
+        elif self.writer:
+            self.writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in self.CSV_COLUMNS})
+        else:
+            self.table.add_row(*cells)
+
+    def close(self) -> None:
+        if self.style == "table":
+            out.print(self.table)
+        err.print(f"{self.scored} input(s) scored, {self.failures} failed")
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors)"),
+    format: str = typer.Option("onnx", "--format", help="onnx"),
+    out_path: Optional[Path] = typer.Option(None, "--out", help="default: CHECKPOINT with .onnx"),
+):
+    """Export features + network to ONNX (metadata inside); synthdet.load and predict accept the file."""
+    if format != "onnx":
+        raise ConfigError(f"unknown export format {format!r}; only onnx is supported")
+    from synthdet.inference.onnx_export import export_onnx
+
+    path, difference = export_onnx(checkpoint, out_path or checkpoint.with_suffix(".onnx"))
+    out.print(f"wrote {path} (largest logit difference to torch on a test batch: {difference:.2e})")
+
+
+@app.command()
+def serve(
+    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or .onnx), loaded once"),
+    host: str = typer.Option("127.0.0.1"),
+    port: int = typer.Option(8000),
+    max_upload_mb: float = typer.Option(20.0, help="larger requests get 413"),
+    workers: int = typer.Option(2, help="inference threads; further requests queue"),
+    device: str = typer.Option("auto"),
+):
+    """HTTP service: POST /v1/predict, GET /v1/model, /healthz, /docs, and a web page at /."""
+    import uvicorn
+
+    from synthdet.service.app import create_app
+
+    app_ = create_app(checkpoint, max_upload_mb=max_upload_mb, workers=workers, device=device)
+    out.print(f"synthdet serving {checkpoint} on http://{host}:{port}/")
+    uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command()

@@ -6,10 +6,12 @@ batch jobs can log it (``skipped.csv``) and go on with the other files.
 
 from __future__ import annotations
 
+import io
 import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -47,22 +49,30 @@ def image_extensions() -> frozenset[str]:
     return frozenset(ext.lower() for ext in Image.registered_extensions())
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode ``path`` to RGB uint8 with EXIF orientation applied.
+def load_image(source: str | os.PathLike | BinaryIO, max_pixels: int = DEFAULT_MAX_PIXELS,
+               name: str | None = None) -> DecodedImage:
+    """Decode a file (path or binary file object) to RGB uint8 with EXIF orientation applied.
 
-    Raises :class:`ImageDecodeError` for empty, unreadable, truncated or oversized files.
+    Raises :class:`ImageDecodeError`, naming ``name`` (default: the path), for empty,
+    unreadable, truncated or oversized files.
     """
-    path = Path(path)
-    try:
-        size = path.stat().st_size
-    except OSError as exc:
-        raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
+    if hasattr(source, "read"):
+        path = name or "<upload>"
+        size = source.seek(0, io.SEEK_END)
+        source.seek(0)
+    else:
+        path = Path(source)
+        try:
+            size = path.stat().st_size
+        except OSError as exc:
+            raise ImageDecodeError(path, f"cannot read file ({exc.strerror or exc})") from exc
+        source = path
     if size == 0:
         raise ImageDecodeError(path, "empty file (0 bytes)")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # e.g. palette-transparency notices
-            with Image.open(path) as img:
+            with Image.open(source) as img:
                 return _decode_opened(img, max_pixels, path)
     except ImageDecodeError:
         raise

@@ -33,18 +33,31 @@ def item_name(item: ImageInput, index: int) -> str:
 
 @dataclass
 class Batch:
-    images: torch.Tensor  # B x 3 x H x W, uint8
+    """A batch of decoded images; each image gives one view (a crop) or several (tiles).
+
+    ``images`` holds every view, image after image; ``views[i]`` says how many belong to
+    image i. Per-image fields (labels, indices, notes, boxes, sizes) have one entry per image.
+    """
+
+    images: torch.Tensor  # V x 3 x h x w, uint8 (V = sum of views)
     labels: torch.Tensor  # B, long; -1 where unknown
     indices: torch.Tensor  # B, position of each image in the dataset
     notes: list[str]  # per image: what decoding had to do ("" when nothing)
     failures: list[tuple[int, str]] = field(default_factory=list)  # (dataset index, reason)
+    views: list[int] = field(default_factory=list)  # views per image
+    boxes: list[list | None] = field(default_factory=list)  # per image: (top, left, h, w) of each view
+    sizes: list[tuple[int, int]] = field(default_factory=list)  # per image: decoded (height, width)
 
     def __len__(self) -> int:
         return len(self.indices)
 
 
 class ImageDataset(Dataset):
-    """Decodes ``items[i]`` and applies ``transform`` (uint8 H x W x 3 -> same)."""
+    """Decodes ``items[i]`` and applies ``transform``.
+
+    A transform maps uint8 H x W x 3 to one view (h x w x 3), or to several views with
+    their boxes: (K x h x w x 3, [(top, left, height, width), ...]).
+    """
 
     def __init__(
         self,
@@ -78,22 +91,26 @@ class ImageDataset(Dataset):
         crop = getattr(self.transform, "crop", None)
         if crop and (height < crop[0] or width < crop[1]):
             notes.append(f"{width}x{height} is smaller than the {crop[1]}x{crop[0]} crop: reflect-padded")
-        pixels = self.transform(decoded.pixels)
+        out = self.transform(decoded.pixels)
+        views, boxes = out if isinstance(out, tuple) else (out[None], None)
         # np.require copies only when needed (crops are views; decoded arrays may be read-only)
-        tensor = torch.from_numpy(np.require(pixels, requirements=["C", "W"])).permute(2, 0, 1)
-        return index, label, tensor, "; ".join(notes)
+        tensor = torch.from_numpy(np.require(views, requirements=["C", "W"])).permute(0, 3, 1, 2)
+        return index, label, tensor, "; ".join(notes), boxes, (height, width)
 
 
 def collate(samples) -> Batch:
     good = [s for s in samples if s[2] is not None]
     failures = [(s[0], s[3]) for s in samples if s[2] is None]
-    images = torch.stack([s[2] for s in good]) if good else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
+    images = torch.cat([s[2] for s in good]) if good else torch.empty(0, 3, 0, 0, dtype=torch.uint8)
     return Batch(
         images=images,
         labels=torch.tensor([s[1] for s in good], dtype=torch.long),
         indices=torch.tensor([s[0] for s in good], dtype=torch.long),
         notes=[s[3] for s in good],
         failures=failures,
+        views=[len(s[2]) for s in good],
+        boxes=[s[4] for s in good],
+        sizes=[s[5] for s in good],
     )
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from synthdet.data.loader import SkipLog
 from synthdet.data.sources import ImageRecord
 from synthdet.evaluation.metrics import binary_metrics, mean_source_accuracy, per_source_rows
-from synthdet.inference.detector import Detector, Prediction
+from synthdet.inference.detector import Detector, Prediction, PredictOptions
 
 SOURCE_COLUMNS = ("source", "n", "n_real", "n_synthetic", "accuracy", "mean_p_synthetic", "roc_auc")
 
@@ -40,10 +40,16 @@ def evaluate_records(
     batch_size: int = 32,
     workers: int = -1,
     progress: bool = False,
+    tiles: bool = False,
 ) -> EvaluationResult:
-    """Score every record; unreadable files are reported in ``skipped`` and left out of the metrics."""
+    """Score every record; unreadable files are reported in ``skipped`` and left out of the metrics.
+
+    By default each image is scored on the checkpoint's center crop, as validation during
+    training was, so the numbers compare; ``tiles=True`` scores like ``predict``.
+    """
     threshold = detector.threshold if threshold is None else threshold
-    predictions = detector.score_items([r.path for r in records], batch_size, workers, threshold, progress)
+    options = PredictOptions(tiles=tiles, threshold=threshold, batch_size=batch_size, workers=workers)
+    predictions = detector.score_items([r.path for r in records], options, progress)
     pairs = list(zip(records, predictions))
     skipped = SkipLog()
     for record, prediction in pairs:

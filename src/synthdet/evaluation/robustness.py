@@ -21,7 +21,7 @@ from synthdet.data.augment import gaussian_blur, gaussian_noise, jpeg_compress, 
 from synthdet.data.sources import ImageRecord
 from synthdet.data.transforms import center_crop
 from synthdet.evaluation.metrics import binary_metrics
-from synthdet.inference.detector import Detector
+from synthdet.inference.detector import Detector, PredictOptions
 
 MARGIN = 16  # pixels of context kept around the crop for blur kernels and JPEG blocks
 
@@ -89,7 +89,8 @@ def run_robustness(detector: Detector, records: list[ImageRecord], sweep: list[P
     paths = [r.path for r in records]
     for perturbation in sweep or default_sweep():
         transform = PerturbedCrop(detector.crop, perturbation)
-        predictions = list(detector.score_items(paths, batch_size, workers, progress=progress, transform=transform))
+        options = PredictOptions(tiles=False, batch_size=batch_size, workers=workers)
+        predictions = list(detector.score_items(paths, options, progress, transform=transform))
         scored = [(r, p) for r, p in zip(records, predictions) if p.ok]
         labels = [r.label for r, _ in scored]
         probs = [p.prob_synthetic for _, p in scored]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -16,40 +17,44 @@ import torch.nn.functional as F
 SRM_TRUNCATION = 3.0
 
 
-def _embed(kernel: list[list[float]]) -> torch.Tensor:
+def _embed(kernel: list[list[float]]) -> np.ndarray:
     """Place a small kernel at the centre of a 5x5 grid."""
-    k = torch.tensor(kernel, dtype=torch.float64)
-    out = torch.zeros(5, 5, dtype=torch.float64)
+    k = np.array(kernel, dtype=np.float64)
+    out = np.zeros((5, 5))
     off = (5 - k.shape[0]) // 2
     out[off : off + k.shape[0], off : off + k.shape[1]] = k
     return out
 
 
-def _rotations(kernel: torch.Tensor, count: int) -> list[torch.Tensor]:
+def _rotations(kernel: np.ndarray, count: int) -> list[np.ndarray]:
     """``count`` distinct orientations: 90-degree rotations, then their transposes."""
-    turns = [torch.rot90(kernel, r) for r in range(4)]
+    turns = [np.rot90(kernel, r) for r in range(4)]
     return (turns + [t.T for t in turns])[:count]
 
 
-@functools.lru_cache(maxsize=1)
 def srm_kernels() -> torch.Tensor:
     """The 30 basic high-pass filters of the Spatial Rich Model (Fridrich & Kodovsky 2012), 30 x 5 x 5.
 
     First order (8 directions), second order (4), third order (8), SQUARE 3x3 and 5x5,
     EDGE 3x3 and 5x5 (4 each); every kernel sums to zero, so flat regions give zero.
     """
+    return torch.as_tensor(_srm_kernels_array(), dtype=torch.float32)
+
+
+@functools.lru_cache(maxsize=1)
+def _srm_kernels_array() -> np.ndarray:
+    # (cached as NumPy: see the note in spectral.py)
     first = _embed([[0, 0, 0], [0, -1, 1], [0, 0, 0]])
     first_diag = _embed([[0, 0, 0], [0, -1, 0], [0, 0, 1]])
     second = _embed([[0, 0, 0], [1, -2, 1], [0, 0, 0]]) / 2
     second_diag = _embed([[1, 0, 0], [0, -2, 0], [0, 0, 1]]) / 2
-    third = torch.tensor([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -3, 3, -1], [0] * 5, [0] * 5],
-                         dtype=torch.float64) / 3
-    third_diag = torch.diag(torch.tensor([0, 1, -3, 3, -1], dtype=torch.float64)) / 3
+    third = np.array([[0, 0, 0, 0, 0], [0, 0, 0, 0, 0], [0, 1, -3, 3, -1], [0] * 5, [0] * 5]) / 3
+    third_diag = np.diag([0, 1, -3, 3, -1]) / 3
     square3 = _embed([[-1, 2, -1], [2, -4, 2], [-1, 2, -1]]) / 4
-    square5 = torch.tensor([[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2],
-                            [-1, 2, -2, 2, -1]], dtype=torch.float64) / 12
+    square5 = np.array([[-1, 2, -2, 2, -1], [2, -6, 8, -6, 2], [-2, 8, -12, 8, -2], [2, -6, 8, -6, 2],
+                        [-1, 2, -2, 2, -1]]) / 12
     edge3 = _embed([[-1, 2, -1], [2, -4, 2], [0, 0, 0]]) / 4
-    edge5 = square5.clone()
+    edge5 = square5.copy()
     edge5[3:] = 0
     kernels = (
         _rotations(first, 4) + _rotations(first_diag, 4)
@@ -58,7 +63,7 @@ def srm_kernels() -> torch.Tensor:
         + [square3, square5]
         + _rotations(edge3, 4) + _rotations(edge5, 4)
     )
-    return torch.stack(kernels).float()
+    return np.stack(kernels)
 
 
 #: The three SRM kernels used in image forensics (Zhou et al. 2018, RGB-N): SQUARE 5x5,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import math
 
+import numpy as np
 import torch
 
 #: Floor added before the log of DCT magnitudes: about the size of 8-bit quantization
@@ -36,8 +37,8 @@ def fft_phase(x: torch.Tensor, highpass_radius: float = 0.0) -> torch.Tensor:
 def dct2(x: torch.Tensor) -> torch.Tensor:
     """Orthonormal 2-D DCT-II over the last two dimensions (as scipy.fft.dctn, norm='ortho')."""
     h, w = x.shape[-2:]
-    dh = dct_matrix(h, x.device, x.dtype)
-    dw = dct_matrix(w, x.device, x.dtype)
+    dh = torch.as_tensor(dct_matrix(h), device=x.device, dtype=x.dtype)
+    dw = torch.as_tensor(dct_matrix(w), device=x.device, dtype=x.dtype)
     return dh @ x @ dw.T
 
 
@@ -56,21 +57,29 @@ def highpass(x: torch.Tensor, highpass_radius: float) -> torch.Tensor:
     return torch.fft.ifft2(spectrum * mask).real
 
 
+# Constant matrices are cached as NumPy arrays and turned into tensors per call: a cached
+# tensor created while torch.export traces the model would be a fake tensor.
+
+
 @functools.lru_cache(maxsize=32)
-def dct_matrix(n: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
-    """n x n orthonormal DCT-II basis, rows are frequencies."""
-    k = torch.arange(n, dtype=torch.float64).unsqueeze(1)
-    i = torch.arange(n, dtype=torch.float64).unsqueeze(0)
-    basis = torch.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
+def dct_matrix(n: int) -> np.ndarray:
+    """n x n orthonormal DCT-II basis (float64), rows are frequencies."""
+    k = np.arange(n, dtype=np.float64)[:, None]
+    i = np.arange(n, dtype=np.float64)[None, :]
+    basis = np.cos(math.pi * (2 * i + 1) * k / (2 * n)) * math.sqrt(2.0 / n)
     basis[0] /= math.sqrt(2.0)
-    return basis.to(device=device, dtype=dtype)
+    return basis
+
+
+def _outside_radius(size, radius: float, device: torch.device, centered: bool) -> torch.Tensor:
+    """1 outside, 0 inside a disc of ``radius`` bins around DC (centre, or top-left corner)."""
+    return torch.as_tensor(_disc_mask(tuple(size), float(radius), centered), device=device)
 
 
 @functools.lru_cache(maxsize=32)
-def _outside_radius(size: tuple[int, int], radius: float, device: torch.device, centered: bool) -> torch.Tensor:
-    """1 outside, 0 inside a disc of ``radius`` bins around DC (centre, or top-left corner)."""
+def _disc_mask(size: tuple[int, int], radius: float, centered: bool) -> np.ndarray:
     h, w = size
     cy, cx = (h // 2, w // 2) if centered else (0, 0)
-    yy = torch.arange(h, dtype=torch.float32).unsqueeze(1) - cy
-    xx = torch.arange(w, dtype=torch.float32).unsqueeze(0) - cx
-    return ((yy**2 + xx**2) >= radius**2).float().to(device)
+    yy = np.arange(h, dtype=np.float32)[:, None] - cy
+    xx = np.arange(w, dtype=np.float32)[None, :] - cx
+    return ((yy**2 + xx**2) >= radius**2).astype(np.float32)

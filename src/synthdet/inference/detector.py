@@ -1,9 +1,23 @@
-"""The Python API: ``det = synthdet.load(ckpt); det.predict(paths_or_images)``."""
+"""The Python API: ``det = synthdet.load(ckpt); det.predict(paths_or_images)``.
+
+What a result's numbers mean:
+
+- ``prob_synthetic``: calibrated probability that the image is synthetic (temperature
+  fitted on validation). With several tiles it comes from their mean logit; with
+  ``aggregate="vote"`` it is the share of tiles voting synthetic instead.
+- ``tile_spread``: standard deviation of the per-tile probabilities (0 for one view).
+  Large values mean parts of the image disagree: a composite, or content the model
+  finds hard.
+- ``flip_spread``: with ``tta=True``, the mean absolute change of the tile probabilities
+  when the image is mirrored. A detector should not care; large values mean it does.
+- ``uncertain``: the probability lies within ``uncertainty_band`` of the threshold, or a
+  spread exceeds ``max_spread``. Such verdicts deserve a human look.
+"""
 
 from __future__ import annotations
 
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
@@ -11,11 +25,38 @@ import torch
 from PIL import Image
 
 from synthdet.checkpoint import CheckpointMeta, load_checkpoint
+from synthdet.config import ConfigError
 from synthdet.data.loader import Batch, ImageDataset, ImageInput, item_name, make_loader
 from synthdet.data.transforms import EvalTransform
 from synthdet.inference.inputs import expand_inputs
 from synthdet.inference.scoring import iter_logits, probability_synthetic
+from synthdet.inference.tiles import TileTransform
 from synthdet.runtime import resolve_device
+
+
+@dataclass
+class PredictOptions:
+    """How images are scored; every field is also a keyword of :meth:`Detector.predict`."""
+
+    tiles: bool = True  # cover images larger than the crop with tiles; False: one center crop
+    overlap: float = 0.25  # wanted overlap between neighbouring tiles (fraction of a tile)
+    max_tiles: int = 64  # cap per image; very large images get a thinner grid
+    aggregate: str = "mean"  # "mean" (mean tile logit) or "vote" (share of tiles voting synthetic)
+    tta: bool = False  # also score mirrored views
+    threshold: float | None = None  # None: the checkpoint's
+    uncertainty_band: float = 0.1
+    max_spread: float = 0.25
+    keep_tiles: bool = False  # put per-tile boxes and probabilities in the results
+    batch_size: int = 32
+    workers: int = -1
+
+    def __post_init__(self):
+        if self.aggregate not in ("mean", "vote"):
+            raise ConfigError(f"aggregate must be 'mean' or 'vote', got {self.aggregate!r}")
+        if not 0 <= self.overlap < 1:
+            raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
+        if self.max_tiles < 1:
+            raise ConfigError(f"max_tiles must be at least 1, got {self.max_tiles}")
 
 
 @dataclass
@@ -24,9 +65,15 @@ class Prediction:
 
     input: str
     label: str | None = None  # "real" or "synthetic"
-    prob_synthetic: float | None = None  # calibrated probability that the image is synthetic
+    prob_synthetic: float | None = None
     error: str | None = None
     note: str = ""  # what preprocessing had to do, e.g. padding of a small image
+    uncertain: bool | None = None
+    tile_spread: float | None = None
+    flip_spread: float | None = None
+    n_tiles: int = 0
+    image_size: tuple[int, int] | None = None  # (height, width) as decoded
+    tiles: list[dict] | None = field(default=None, repr=False)  # with keep_tiles: box and probability
 
     @property
     def ok(self) -> bool:
@@ -46,6 +93,11 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto") -> "Detector":
+        if Path(path).suffix == ".onnx":
+            from synthdet.inference.onnx_export import load_onnx
+
+            net, meta = load_onnx(path)
+            return cls(net, meta, torch.device("cpu"))
         net, meta = load_checkpoint(path)
         return cls(net, meta, resolve_device(device))
 
@@ -57,42 +109,32 @@ class Detector:
     def threshold(self) -> float:
         return self.meta.threshold
 
-    def predict(
-        self,
-        inputs: ImageInput | Iterable[ImageInput],
-        batch_size: int = 32,
-        workers: int = -1,
-        threshold: float | None = None,
-        progress: bool = False,
-    ) -> list[Prediction]:
-        """Score files, folders, glob patterns or PIL images; one :class:`Prediction` each, in order."""
-        return list(self.predict_iter(inputs, batch_size, workers, threshold, progress))
+    def predict(self, inputs: ImageInput | Iterable[ImageInput], progress: bool = False, **options) -> list[Prediction]:
+        """Score files, folders, glob patterns or PIL images; one :class:`Prediction` each, in order.
 
-    def predict_iter(
-        self,
-        inputs: ImageInput | Iterable[ImageInput],
-        batch_size: int = 32,
-        workers: int = -1,
-        threshold: float | None = None,
-        progress: bool = False,
-    ) -> Iterator[Prediction]:
+        Keywords are :class:`PredictOptions` fields, e.g. ``tiles=False``, ``tta=True``.
+        """
+        return list(self.predict_iter(inputs, progress, **options))
+
+    def predict_iter(self, inputs: ImageInput | Iterable[ImageInput], progress: bool = False,
+                     options: PredictOptions | None = None, **kwargs) -> Iterator[Prediction]:
         """Like :meth:`predict` but streams results, so memory does not grow with the input count."""
         items, problems = _expand(inputs)
         for item, problem in problems:
             yield Prediction(input=item, error=problem)
-        yield from self.score_items(items, batch_size, workers, threshold, progress)
+        yield from self.score_items(items, options or PredictOptions(**kwargs), progress)
 
-    def iter_batches(
-        self,
-        items: Sequence[ImageInput],
-        batch_size: int = 32,
-        workers: int = -1,
-        progress: bool = False,
-        transform=None,
-    ) -> Iterator[tuple[Batch, torch.Tensor]]:
-        """Raw (uncalibrated) logits per batch of items; failed files ride along in each batch.
+    def view_transform(self, options: PredictOptions):
+        """The loader transform ``options`` ask for: tiles, or the checkpoint's center crop."""
+        if not options.tiles:
+            return EvalTransform(self.crop)
+        return TileTransform(self.crop, options.overlap, options.max_tiles)
 
-        ``transform`` replaces the checkpoint's center crop (robustness sweeps perturb first).
+    def iter_batches(self, items: Sequence[ImageInput], batch_size: int = 32, workers: int = -1,
+                     progress: bool = False, transform=None) -> Iterator[tuple[Batch, torch.Tensor]]:
+        """Raw (uncalibrated) logits per view, batch by batch; failed files ride along in each batch.
+
+        ``transform`` replaces the checkpoint's center crop (tiles, robustness perturbations).
         """
         if any(isinstance(item, Image.Image) for item in items) or len(items) <= batch_size:
             workers = 0  # not worth starting processes (or pickling open images) for
@@ -100,26 +142,55 @@ class Detector:
         loader = make_loader(dataset, batch_size, workers, pin_memory=self.device.type == "cuda")
         yield from iter_logits(self.net, loader, self.device, progress="predict" if progress else None)
 
-    def score_items(
-        self,
-        items: Sequence[ImageInput],
-        batch_size: int = 32,
-        workers: int = -1,
-        threshold: float | None = None,
-        progress: bool = False,
-        transform=None,
-    ) -> Iterator[Prediction]:
+    def score_items(self, items: Sequence[ImageInput], options: PredictOptions | None = None,
+                    progress: bool = False, transform=None) -> Iterator[Prediction]:
         """Predictions for already expanded items (paths or PIL images), in input order."""
-        threshold = self.threshold if threshold is None else threshold
-        for batch, logits in self.iter_batches(items, batch_size, workers, progress, transform):
-            probs = probability_synthetic(logits, self.meta.temperature).tolist() if len(batch) else []
-            by_index = {
-                i: Prediction(item_name(items[i], i), self.meta.class_names[int(p >= threshold)], p, note=note)
-                for i, p, note in zip(batch.indices.tolist(), probs, batch.notes)
-            }
+        options = options or PredictOptions()
+        threshold = self.threshold if options.threshold is None else options.threshold
+        transform = transform or self.view_transform(options)
+        for batch, logits in self.iter_batches(items, options.batch_size, options.workers, progress, transform):
+            flipped = self._flipped_logits(batch) if options.tta and len(batch) else None
+            by_index = {}
+            start = 0
+            for i, index in enumerate(batch.indices.tolist()):
+                views = slice(start, start + batch.views[i])
+                start += batch.views[i]
+                by_index[index] = self._aggregate(
+                    item_name(items[index], index), logits[views], None if flipped is None else flipped[views],
+                    batch.boxes[i], batch.sizes[i], batch.notes[i], threshold, options,
+                )
             by_index.update({i: Prediction(item_name(items[i], i), error=reason) for i, reason in batch.failures})
             for index in sorted(by_index):
                 yield by_index[index]
+
+    def _flipped_logits(self, batch: Batch) -> torch.Tensor:
+        with torch.inference_mode():
+            return self.net(batch.images.flip(-1).to(self.device)).float().cpu()
+
+    def _aggregate(self, name, logits, flipped, boxes, size, note, threshold, options) -> Prediction:
+        temperature = self.meta.temperature
+        tile_probs = probability_synthetic(logits, temperature)
+        flip_spread = None
+        if flipped is not None:
+            flip_spread = float((probability_synthetic(flipped, temperature) - tile_probs).abs().mean())
+            logits = (logits + flipped) / 2
+            tile_probs = probability_synthetic(logits, temperature)
+        if options.aggregate == "vote":
+            prob = float((tile_probs >= threshold).float().mean())
+        else:
+            prob = float(probability_synthetic(logits.mean(0, keepdim=True), temperature)[0])
+        spread = float(tile_probs.std(unbiased=False)) if len(tile_probs) > 1 else 0.0
+        uncertain = (abs(prob - threshold) < options.uncertainty_band or spread > options.max_spread
+                     or (flip_spread or 0.0) > options.max_spread)
+        tiles = None
+        if options.keep_tiles and boxes is not None:
+            tiles = [{"top": t, "left": l, "height": h, "width": w, "prob_synthetic": float(p)}
+                     for (t, l, h, w), p in zip(boxes, tile_probs.tolist())]
+        return Prediction(
+            input=name, label=self.meta.class_names[int(prob >= threshold)], prob_synthetic=prob, note=note,
+            uncertain=bool(uncertain), tile_spread=spread, flip_spread=flip_spread, n_tiles=len(tile_probs),
+            image_size=tuple(size), tiles=tiles,
+        )
 
 
 def _expand(inputs) -> tuple[list[ImageInput], list[tuple[str, str]]]:
@@ -138,5 +209,5 @@ def _expand(inputs) -> tuple[list[ImageInput], list[tuple[str, str]]]:
 
 
 def load(path: str | os.PathLike | Path, device: str = "auto") -> Detector:
-    """Load a checkpoint for inference; no other settings are needed."""
+    """Load a checkpoint (.safetensors, or an exported .onnx) for inference; nothing else is needed."""
     return Detector.load(path, device)

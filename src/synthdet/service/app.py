@@ -1,0 +1,144 @@
+"""HTTP service: ``synthdet serve CKPT`` runs this FastAPI app under uvicorn.
+
+- ``POST /v1/predict``: one or several images (multipart field ``files``) -> result objects
+- ``GET /v1/model``: the checkpoint's metadata; ``GET /healthz``; ``GET /docs`` (OpenAPI)
+- ``GET /``: a page where a person drops or picks images and sees each verdict
+
+Limits: requests larger than ``max_upload_mb`` get 413 before they are read; a file that
+is not an image gets 415, a corrupt or truncated one 422, one with more than
+``max_pixels`` pixels 413 (decompression bombs are refused from the header, before any
+pixel is decoded; oversized JPEGs are decoded at reduced scale instead). Inference runs
+on a bounded pool of ``workers`` threads: concurrent requests wait their turn instead of
+multiplying memory. The model is loaded once, at start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+
+from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi.responses import HTMLResponse, JSONResponse
+from PIL import Image
+
+from synthdet.data.decode import ImageDecodeError, load_image
+from synthdet.inference.detector import Detector, PredictOptions
+from synthdet.inference.heatmap import heatmap_image
+from synthdet.version import __version__
+
+DEFAULT_MAX_UPLOAD_MB = 20
+DEFAULT_MAX_PIXELS = 50_000_000
+
+
+class BodySizeLimit:
+    """ASGI middleware answering 413 once a request body exceeds ``limit`` bytes.
+
+    Checks the declared Content-Length first, and counts streamed bytes too (chunked
+    uploads declare none), so an oversized upload is never held in full.
+    """
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        message = f"upload exceeds the {self.limit / 2**20:g} MB limit"
+        declared = dict(scope.get("headers", [])).get(b"content-length")
+        if declared is not None and int(declared) > self.limit:
+            return await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
+        received = 0
+
+        async def counting_receive():
+            nonlocal received
+            event = await receive()
+            received += len(event.get("body", b""))
+            if received > self.limit:
+                # An HTTPException passes FastAPI's body parsing unchanged and becomes the 413.
+                raise HTTPException(status_code=413, detail=message)
+            return event
+
+        await self.app(scope, counting_receive, send)
+
+
+def create_app(checkpoint: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 2,
+               max_pixels: int = DEFAULT_MAX_PIXELS, device: str = "auto") -> FastAPI:
+    detector = Detector.load(checkpoint, device)
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synthdet")
+    # At most this many requests hold their upload bytes in memory; the others wait with
+    # their uploads still spooled by the multipart parser.
+    in_memory = asyncio.Semaphore(4 * workers)
+    app = FastAPI(title="synthdet", version=__version__,
+                  description="Tell real photographs from synthetic images. See GET / for a web page.")
+
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok"}
+
+    @app.get("/v1/model")
+    def model():
+        return detector.meta.model_dump(mode="json")
+
+    @app.get("/", response_class=HTMLResponse, include_in_schema=False)
+    def page():
+        return resources.files("synthdet.service").joinpath("index.html").read_text()
+
+    @app.post("/v1/predict")
+    async def predict(
+        files: list[UploadFile] = File(..., description="one or several images"),
+        heatmap: bool = Query(False, description="add a PNG heatmap of tile probabilities (base64)"),
+        tiles: bool = Query(True, description="cover large images with tiles (else one center crop)"),
+        tta: bool = Query(False, description="also score mirrored views"),
+    ):
+        options = PredictOptions(tiles=tiles, tta=tta, keep_tiles=heatmap, workers=0)
+        async with in_memory:
+            uploads = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(pool, _score, detector, uploads, options, heatmap, max_pixels)
+        if all("error" in r and r["error"] for r in results):
+            status, detail = results[0]["status"], "; ".join(f"{r['input']}: {r['error']}" for r in results)
+            raise HTTPException(status_code=status, detail=detail)
+        for r in results:
+            r.pop("status", None)
+        return {"results": results}
+
+    app.add_middleware(BodySizeLimit, limit=int(max_upload_mb * 2**20))
+    app.state.detector = detector
+    return app
+
+
+def _score(detector: Detector, uploads: list[tuple[str, bytes]], options: PredictOptions, heatmap: bool,
+           max_pixels: int) -> list[dict]:
+    """Decode and score the uploads of one request (runs on the worker pool), in upload order."""
+    results: list[dict | None] = []
+    readable: list[tuple[int, str, object]] = []  # (position, name, pixels)
+    for name, data in uploads:
+        try:
+            readable.append((len(results), name, load_image(io.BytesIO(data), max_pixels, name=name).pixels))
+            results.append(None)
+        except ImageDecodeError as exc:
+            results.append({"input": name, "error": exc.reason, "status": _status_for(exc.reason)})
+    images = [Image.fromarray(pixels) for _, _, pixels in readable]
+    for (position, name, pixels), prediction in zip(readable, detector.score_items(images, options)):
+        prediction.input = name
+        result = prediction.to_dict()
+        if heatmap:
+            buffer = io.BytesIO()
+            heatmap_image(pixels, prediction).save(buffer, format="PNG")
+            result["heatmap_png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
+        else:
+            result.pop("tiles")
+        results[position] = result
+    return results
+
+
+def _status_for(reason: str) -> int:
+    if reason.startswith("not an image"):
+        return 415
+    if reason.startswith("too large"):
+        return 413
+    return 422
