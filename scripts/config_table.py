@@ -69,7 +69,7 @@ def main() -> None:
                      f"{meta.crop[1]}x{meta.crop[0]}",
             "model": meta.model.name + (f" ({meta.model.options['backbone']})" if "backbone" in meta.model.options
                                         else ""),
-            "params": f"{params / 1e6:.2f} M" + (f" ({trainable / 1e6:.2f} M trained)" if trainable != params else ""),
+            "params": _count(params) + (f" ({_count(trainable)} trained)" if trainable != params else ""),
             "accuracy": metrics["overall"]["accuracy"], "auc": metrics["overall"]["roc_auc"],
             "minutes": minutes,
         })
@@ -88,6 +88,10 @@ def main() -> None:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("# Configurations on toy data\n\n" + caption + "\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))
+
+
+def _count(n: int) -> str:
+    return f"{n / 1e6:.2f} M" if n >= 1e6 else f"{n / 1e3:.1f} k" if n >= 1e3 else str(n)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def test_predict_json_and_csv_report_every_file(checkpoint, awkward_folder, toy_
 
 def test_predict_exits_nonzero_when_nothing_could_be_scored(checkpoint, tmp_path):
     proc = synthdet("predict", checkpoint, tmp_path / "nothing-here.jpg", check=False)
-    assert proc.returncode == 1 and "0 image(s) scored, 1 failed" in proc.stderr
+    assert proc.returncode == 1 and "0 input(s) scored, 1 failed" in proc.stderr
 
 
 def test_evaluate_writes_metrics_files_and_prints_the_table(checkpoint, trained_run, tmp_path):

@@ -77,3 +77,16 @@ def test_crops_of_large_images_keep_native_pixels():
     image = rng.integers(0, 256, (100, 150, 3), dtype=np.uint8)
     crop = center_crop(image, 50, 60)
     assert np.array_equal(crop, image[25:75, 45:105])
+
+
+def test_jpegs_under_the_pixel_limit_are_decoded_exactly_as_pillow_decodes_them(tmp_path):
+    """Reduced (draft) decoding would change what the model sees, so it is only for oversized files."""
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)).save(tmp_path / "x.jpg", quality=90)
+    decoded = load_image(tmp_path / "x.jpg")
+    assert decoded.reduced_by == 1
+    assert np.array_equal(decoded.pixels, np.asarray(Image.open(tmp_path / "x.jpg").convert("RGB")))
+    draft = Image.open(tmp_path / "x.jpg")
+    draft.draft("RGB", (320, 240))  # what reduced decoding would give at 1/2 scale
+    halved = np.asarray(Image.fromarray(decoded.pixels).reduce(2), dtype=float)
+    assert np.abs(np.asarray(draft.convert("RGB"), dtype=float) - halved).mean() > 1.0  # not the same pixels

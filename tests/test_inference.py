@@ -96,6 +96,7 @@ def test_probabilities_near_the_threshold_are_uncertain():
     assert abs(p.prob_synthetic - 0.5) < 0.1 and p.uncertain is True
 
 
+@pytest.mark.slow
 def test_heatmap_of_a_full_hd_image_keeps_its_aspect(checkpoint, tmp_path):
     det = synthdet.load(checkpoint)
     pixels = toy_image(np.random.default_rng(0), "terrain", True, 1080, 1920)

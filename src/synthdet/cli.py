@@ -98,6 +98,7 @@ def evaluate(
     label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (metrics, figures, report)"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
+    tiles: bool = typer.Option(False, "--tiles/--no-tiles", help="score tiles like predict (default: center crop)"),
     batch_size: int = typer.Option(32, help="images per batch"),
     workers: int = typer.Option(-1, help="decoding processes (-1: one per core)"),
     device: str = typer.Option("auto"),
@@ -115,7 +116,7 @@ def evaluate(
         raise ConfigError("give --data (a config, folder or manifest) to evaluate on")
     records = records_from_arguments(data, split=split, label=label)
     detector = Detector.load(target, device)
-    result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True)
+    result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles)
     out_dir = out_dir or new_run_dir(Path("runs/evaluate"), target.parent.name or "eval")
     write_evaluation(result, out_dir)
     print_evaluation(result)

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthdet.evaluation.evaluate import SOURCE_COLUMNS, fmt
+from synthdet.evaluation.evaluate import SOURCE_COLUMNS, fmt, markdown_table
 from synthdet.evaluation.protocols import PROTOCOL_COLUMNS, protocol_summary_line
 
 GALLERIES = ("gallery_real_correct", "gallery_real_as_synthetic", "gallery_synthetic_correct",
@@ -174,10 +174,7 @@ def _markdown(title: str, sections: list[Section], run_dir: Path) -> str:
             elif kind == "code":
                 out.append("```yaml\n" + block[1].rstrip() + "\n```")
             elif kind == "table":
-                _, columns, rows = block
-                lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-                lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-                out.append("\n".join(lines))
+                out.append(markdown_table(block[2], block[1]))
             elif kind == "img":
                 out.append(f"![{block[2]}]({block[1].relative_to(run_dir).as_posix()})")
     return "\n\n".join(out) + "\n"
@@ -197,7 +194,7 @@ def _html(title: str, sections: list[Section]) -> str:
                 _, columns, rows = block
                 head = "".join(f"<th>{html.escape(c)}</th>" for c in columns)
                 cells = "".join(
-                    "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns) + "</tr>"
+                    "<tr>" + "".join(f"<td>{html.escape(fmt(row.get(c)))}</td>" for c in columns) + "</tr>"
                     for row in rows
                 )
                 body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{cells}</tbody></table>")
@@ -213,9 +210,3 @@ def _html(title: str, sections: list[Section]) -> str:
              "figcaption{font-size:13px;color:#555;text-align:center}")
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
             f"<style>{style}</style></head><body>{''.join(body)}</body></html>\n")
-
-
-def _cell(value) -> str:
-    if isinstance(value, float):
-        return fmt(value)
-    return "" if value is None else str(value)

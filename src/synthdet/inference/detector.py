@@ -29,7 +29,7 @@ from synthdet.config import ConfigError
 from synthdet.data.loader import Batch, ImageDataset, ImageInput, item_name, make_loader
 from synthdet.data.transforms import EvalTransform
 from synthdet.inference.inputs import expand_inputs
-from synthdet.inference.scoring import iter_logits, probability_synthetic
+from synthdet.inference.scoring import forward_views, iter_logits, probability_synthetic
 from synthdet.inference.tiles import TileTransform
 from synthdet.runtime import resolve_device
 
@@ -84,22 +84,33 @@ class Prediction:
 
 
 class Detector:
-    """A loaded checkpoint ready to score images; every preprocessing setting comes from it."""
+    """A loaded checkpoint ready to score images; every preprocessing setting comes from it.
 
-    def __init__(self, net: torch.nn.Module, meta: CheckpointMeta, device: torch.device):
+    Runtime switches (none changes the preprocessing): ``precision="bf16"`` runs the
+    backbone in bfloat16, ``channels_last`` changes the backbone's memory layout,
+    ``compile`` wraps the network in ``torch.compile``. benchmarks/throughput.py measures
+    each; all are off by default.
+    """
+
+    def __init__(self, net: torch.nn.Module, meta: CheckpointMeta, device: torch.device,
+                 precision: str = "fp32", channels_last: bool = False, compile: bool = False):
         self.net = net.to(device).eval()
         self.meta = meta
         self.device = device
+        self.precision = precision
+        if channels_last:
+            self.net.use_channels_last()
+        self.runner = torch.compile(self.net) if compile else self.net
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto") -> "Detector":
+    def load(cls, path: str | os.PathLike, device: str = "auto", **runtime) -> "Detector":
         if Path(path).suffix == ".onnx":
             from synthdet.inference.onnx_export import load_onnx
 
             net, meta = load_onnx(path)
             return cls(net, meta, torch.device("cpu"))
         net, meta = load_checkpoint(path)
-        return cls(net, meta, resolve_device(device))
+        return cls(net, meta, resolve_device(device), **runtime)
 
     @property
     def crop(self) -> tuple[int, int]:
@@ -138,9 +149,14 @@ class Detector:
         """
         if any(isinstance(item, Image.Image) for item in items) or len(items) <= batch_size:
             workers = 0  # not worth starting processes (or pickling open images) for
-        dataset = ImageDataset(items, transform or EvalTransform(self.crop))
-        loader = make_loader(dataset, batch_size, workers, pin_memory=self.device.type == "cuda")
-        yield from iter_logits(self.net, loader, self.device, progress="predict" if progress else None)
+        transform = transform or EvalTransform(self.crop)
+        # A tiled image brings up to max_tiles views: load fewer images per batch, and let
+        # iter_logits run the views through the network batch_size at a time.
+        images_per_batch = max(1, batch_size // 8) if isinstance(transform, TileTransform) else batch_size
+        dataset = ImageDataset(items, transform)
+        loader = make_loader(dataset, images_per_batch, workers, pin_memory=self.device.type == "cuda")
+        yield from iter_logits(self.runner, loader, self.device, progress="predict" if progress else None,
+                               max_views=batch_size, precision=self.precision)
 
     def score_items(self, items: Sequence[ImageInput], options: PredictOptions | None = None,
                     progress: bool = False, transform=None) -> Iterator[Prediction]:
@@ -149,7 +165,7 @@ class Detector:
         threshold = self.threshold if options.threshold is None else options.threshold
         transform = transform or self.view_transform(options)
         for batch, logits in self.iter_batches(items, options.batch_size, options.workers, progress, transform):
-            flipped = self._flipped_logits(batch) if options.tta and len(batch) else None
+            flipped = self._flipped_logits(batch, options.batch_size) if options.tta and len(batch) else None
             by_index = {}
             start = 0
             for i, index in enumerate(batch.indices.tolist()):
@@ -163,9 +179,8 @@ class Detector:
             for index in sorted(by_index):
                 yield by_index[index]
 
-    def _flipped_logits(self, batch: Batch) -> torch.Tensor:
-        with torch.inference_mode():
-            return self.net(batch.images.flip(-1).to(self.device)).float().cpu()
+    def _flipped_logits(self, batch: Batch, max_views: int) -> torch.Tensor:
+        return forward_views(self.runner, batch.images.flip(-1), self.device, max_views, self.precision)
 
     def _aggregate(self, name, logits, flipped, boxes, size, note, threshold, options) -> Prediction:
         temperature = self.meta.temperature
@@ -208,6 +223,9 @@ def _expand(inputs) -> tuple[list[ImageInput], list[tuple[str, str]]]:
     return items, problems
 
 
-def load(path: str | os.PathLike | Path, device: str = "auto") -> Detector:
-    """Load a checkpoint (.safetensors, or an exported .onnx) for inference; nothing else is needed."""
-    return Detector.load(path, device)
+def load(path: str | os.PathLike | Path, device: str = "auto", **runtime) -> Detector:
+    """Load a checkpoint (.safetensors, or an exported .onnx) for inference; nothing else is needed.
+
+    ``runtime`` takes the speed switches ``precision``, ``channels_last``, ``compile``.
+    """
+    return Detector.load(path, device, **runtime)

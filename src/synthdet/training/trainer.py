@@ -217,6 +217,7 @@ def _run(config, objective, device, records, train_records, val_records, run_dir
         started = time.perf_counter()
         train_stats = _train_epoch(net, objective, train_batches(), optimizer, scheduler, device, tc,
                                    steps_per_epoch, progress)
+        train_stats["seconds"] = round(time.perf_counter() - started, 2)
         train_stats.update(objective.end_epoch(net, epoch, train_stats["images"]))
         val = _validate(net, objective, _logging_failures(val_loader, skipped, val_names, "val"), device, tc,
                         progress)
