@@ -38,6 +38,7 @@ from synthdet.data.transforms import EvalTransform, center_crop
 from synthdet.evaluation.evaluate import evaluate_records
 from synthdet.features.spectral import fft_magnitude
 from synthdet.inference.detector import Detector
+from synthdet.inference.scoring import forward_views
 from synthdet.models import build_network
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +94,8 @@ def one_at_a_time(detector: Detector, paths: list[Path]) -> None:
 
 def pipeline_numbers(name: str, config, paths: list[Path], work: Path, args) -> dict:
     ckpt = make_checkpoint(config, work / f"{name}.safetensors")
-    detector = Detector.load(ckpt, "cpu")
+    detector = Detector.load(ckpt, "cpu", **args.runtime)
+    baseline = Detector.load(ckpt, "cpu")  # the original scripts knew no runtime switches
     records = records_from_arguments([paths[0].parent], label="real")
     n = len(records)
     loader = make_loader(ImageDataset([r.path for r in records], EvalTransform(config.data.crop)),
@@ -106,9 +108,8 @@ def pipeline_numbers(name: str, config, paths: list[Path], work: Path, args) -> 
             pass
 
     def compute():
-        with torch.inference_mode():
-            for _ in range(batches):
-                detector.net(ready)
+        for _ in range(batches):
+            forward_views(detector.runner, ready, detector.device, precision=detector.precision)
 
     def end_to_end():
         evaluate_records(detector, records, batch_size=args.batch_size, workers=args.workers)
@@ -117,14 +118,14 @@ def pipeline_numbers(name: str, config, paths: list[Path], work: Path, args) -> 
         "decode": rate(decode, n, args.repeats),
         "compute": rate(compute, batches * len(ready), args.repeats),
         "end_to_end": rate(end_to_end, n, args.repeats),
-        "one_at_a_time": rate(lambda: one_at_a_time(detector, paths[: args.baseline_images]),
+        "one_at_a_time": rate(lambda: one_at_a_time(baseline, paths[: args.baseline_images]),
                               min(n, args.baseline_images), args.repeats),
     }
     numbers["X"] = numbers["end_to_end"] / min(numbers["decode"], numbers["compute"])
     numbers["Y"] = numbers["end_to_end"] / numbers["one_at_a_time"]
     print(f"\n== {name}: {n} images, crop {config.data.crop[1]}x{config.data.crop[0]}, "
           f"{'+'.join(config.features.representations)} {config.model.name}, batch {args.batch_size}, "
-          f"{args.workers} decode workers, {torch.get_num_threads()} torch threads")
+          f"{args.workers} decode workers, {torch.get_num_threads()} torch threads, runtime {args.runtime or 'fp32'}")
     for key in ("decode", "compute", "end_to_end", "one_at_a_time"):
         print(f"  {key:>14}: {numbers[key]:8.1f} images/s")
     print(f"  end_to_end / min(decode_bound, compute_bound) = {numbers['X']:.2f}")
@@ -142,8 +143,6 @@ def runtime_switches(ckpt: Path, ready: torch.Tensor, repeats: int) -> None:
         detector = Detector.load(ckpt, "cpu", **runtime)
 
         def run():
-            from synthdet.inference.scoring import forward_views
-
             return forward_views(detector.runner, ready, detector.device, precision=detector.precision)
 
         try:
@@ -229,12 +228,20 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--baseline-images", type=int, default=24, help="images the slow baseline scores")
     parser.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "synthdet-throughput")
+    parser.add_argument("--crop", type=int, nargs=2, metavar=("HEIGHT", "WIDTH"), help="override the config's crop")
+    parser.add_argument("--precision", default="fp32", choices=["fp32", "bf16"])
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
     parser.add_argument("--quick", action="store_true")
     args = parser.parse_args()
+    args.runtime = {k: v for k, v in (("precision", args.precision), ("channels_last", args.channels_last),
+                                      ("compile", args.compile)) if v and v != "fp32"}
     if args.quick:
         args.n, args.repeats, args.baseline_images = 16, 1, 8
 
     config = load_config(args.config)
+    if args.crop:
+        config.data.crop = tuple(args.crop)
     full_hd = make_images(args.work / "full_hd", args.n, (1920, 1080), ".jpg")
     tiny = make_images(args.work / "tiny", 1024 if not args.quick else 256, (32, 32), ".png")
     print(f"torch {torch.__version__}, {psutil.cpu_count()} CPUs, config {args.config.name}")

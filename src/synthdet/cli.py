@@ -30,6 +30,11 @@ app = typer.Typer(help="Tell real photographs from synthetic images.", no_args_i
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
+# Speed switches shared by the commands that run inference in bulk (none changes preprocessing).
+PRECISION = typer.Option("fp32", help="fp32, or bf16 for the backbone (about 2x on CPUs with AVX512-BF16/AMX)")
+CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels-last memory layout for the backbone")
+COMPILE = typer.Option(False, "--compile", help="torch.compile the network (slow start, faster afterwards)")
+
 #: Errors that are the user's to fix: shown as one clear line, no traceback.
 USER_ERRORS = (ConfigError, SourceError, CheckpointError, TrainingError, FileNotFoundError)
 
@@ -229,6 +234,9 @@ def predict(
     batch_size: int = typer.Option(32),
     workers: int = typer.Option(-1),
     device: str = typer.Option("auto"),
+    precision: str = PRECISION,
+    channels_last: bool = CHANNELS_LAST,
+    compile: bool = COMPILE,
 ):
     """Label images and videos as real or synthetic, with calibrated probability and uncertainty.
 
@@ -237,7 +245,7 @@ def predict(
     """
     from synthdet.inference.video import VideoError, is_video, predict_video
 
-    detector = Detector.load(checkpoint, device)
+    detector = Detector.load(checkpoint, device, precision=precision, channels_last=channels_last, compile=compile)
     options = PredictOptions(tiles=tiles, overlap=overlap, max_tiles=max_tiles, aggregate=aggregate, tta=tta,
                              threshold=threshold, keep_tiles=heatmap is not None, batch_size=batch_size,
                              workers=workers)
@@ -352,10 +360,13 @@ def benchmark(
     batch_size: int = typer.Option(32),
     workers: int = typer.Option(-1),
     device: str = typer.Option("auto"),
+    precision: str = PRECISION,
+    channels_last: bool = CHANNELS_LAST,
+    compile: bool = COMPILE,
 ):
     """Accuracy (and images/second) on a folder of known label."""
     records = records_from_arguments([folder], label=label)
-    detector = Detector.load(checkpoint, device)
+    detector = Detector.load(checkpoint, device, precision=precision, channels_last=channels_last, compile=compile)
     started = time.perf_counter()
     result = evaluate_records(detector, records, batch_size=batch_size, workers=workers, progress=True)
     seconds = time.perf_counter() - started

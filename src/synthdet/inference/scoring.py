@@ -35,12 +35,24 @@ def iter_logits(
             yield batch, forward_views(net, batch.images, device, max_views, precision, amp)
 
 
+#: Pixels per forward pass on the CPU. Larger passes do not run faster there (measured in
+#: benchmarks/throughput.py: 640x480 ResNet-18 is quickest a few views at a time) but
+#: their activations spill out of cache; GPUs want whole batches.
+CPU_PIXELS_PER_PASS = 1_000_000
+
+
 def forward_views(net: torch.nn.Module, images: torch.Tensor, device: torch.device, max_views: int | None = None,
                   precision: str = "fp32", amp: bool = True) -> torch.Tensor:
-    """Logits of ``images`` (float32, CPU), at most ``max_views`` through the network at once."""
+    """Logits of ``images`` (float32, CPU), at most ``max_views`` through the network at once.
+
+    On the CPU, passes are further capped at ``CPU_PIXELS_PER_PASS`` pixels.
+    """
+    views = max_views or max(len(images), 1)
+    if device.type == "cpu" and images.dim() == 4:
+        views = max(1, min(views, CPU_PIXELS_PER_PASS // (images.shape[-1] * images.shape[-2])))
     logits = []
     with torch.inference_mode():
-        for chunk in images.split(max_views or max(len(images), 1)):
+        for chunk in images.split(views):
             with autocast(device, amp), inference_precision(device, precision):
                 logits.append(net(chunk.to(device, non_blocking=True)).float().cpu())
     return torch.cat(logits)
