@@ -11,7 +11,7 @@ import synthdet
 from synthdet.checkpoint import CheckpointMeta, ModelSpec, Normalization
 from synthdet.config import FeatureConfig
 from synthdet.data.toy import toy_image
-from synthdet.inference.detector import Detector, PredictOptions
+from synthdet.inference.detector import Detector
 from synthdet.inference.heatmap import heatmap_image
 from synthdet.inference.tiles import TileTransform, coverage, plan_tiles
 from synthdet.inference.video import iter_frames, predict_video, smooth

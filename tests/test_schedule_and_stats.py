@@ -24,7 +24,7 @@ def test_fractional_and_zero_warmup():
 
 def fake_batches(n=3, value_scale=1.0):
     gen = torch.Generator().manual_seed(0)
-    for i in range(n):
+    for _ in range(n):
         images = (torch.rand(4, 3, 16, 16, generator=gen) * 255 * value_scale).to(torch.uint8)
         yield Batch(images, torch.zeros(4, dtype=torch.long), torch.arange(4), [""] * 4)
 

@@ -30,8 +30,14 @@ app = typer.Typer(help="Tell real photographs from synthetic images.", no_args_i
 out = Console(soft_wrap=True, width=None if sys.stdout.isatty() else 160)
 err = Console(stderr=True, soft_wrap=True)
 
+# Options several commands share, declared once so they read (and default) alike.
+DATA = typer.Option(..., "--data", "-d", help="config .yaml, folder or .csv manifest (repeatable)")
+BATCH_SIZE = typer.Option(32, help="images per batch")
+WORKERS = typer.Option(-1, help="decoding processes (-1: one per core)")
+DEVICE = typer.Option("auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda[:N] or mps")
+
 # Speed switches shared by the commands that run inference in bulk (none changes preprocessing).
-PRECISION = typer.Option("fp32", help="fp32, or bf16 for the backbone (about 2x on CPUs with AVX512-BF16/AMX)")
+PRECISION = typer.Option("fp32", help="fp32, or bf16 for the backbone (faster only where bfloat16 is native: GPUs, AVX512-BF16/AMX CPUs)")
 CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels-last memory layout for the backbone")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the network (slow start, faster afterwards)")
 
@@ -104,9 +110,9 @@ def evaluate(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (metrics, figures, report)"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
     tiles: bool = typer.Option(False, "--tiles/--no-tiles", help="score tiles like predict (default: center crop)"),
-    batch_size: int = typer.Option(32, help="images per batch"),
-    workers: int = typer.Option(-1, help="decoding processes (-1: one per core)"),
-    device: str = typer.Option("auto"),
+    batch_size: int = BATCH_SIZE,
+    workers: int = WORKERS,
+    device: str = DEVICE,
 ):
     """Per-source accuracy, precision/recall/F1, ROC-AUC and AP; or a generalization protocol.
 
@@ -161,13 +167,13 @@ def run_protocol(config_path: Path, protocol: str, k: int, groups: list[str], da
 @app.command()
 def robustness(
     checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors)"),
-    data: List[str] = typer.Option(..., "--data", "-d", help="config .yaml, folder or .csv manifest (repeatable)"),
+    data: List[str] = DATA,
     split: str = typer.Option("test", help="split of config datasets to score"),
     label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (CSV, PNG, report)"),
-    batch_size: int = typer.Option(32),
-    workers: int = typer.Option(-1),
-    device: str = typer.Option("auto"),
+    batch_size: int = BATCH_SIZE,
+    workers: int = WORKERS,
+    device: str = DEVICE,
 ):
     """Accuracy and ROC-AUC under JPEG, downscaling, blur, noise and smaller crops."""
     from synthdet.evaluation.robustness import run_robustness, write_robustness
@@ -188,11 +194,11 @@ def robustness(
 @app.command()
 def calibrate(
     checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors) to update in place"),
-    data: List[str] = typer.Option(..., "--data", "-d", help="config .yaml, folder or .csv manifest (repeatable)"),
+    data: List[str] = DATA,
     split: str = typer.Option("val", help="split of config datasets to fit on (never the test split)"),
     target_fpr: Optional[float] = typer.Option(None, help="choose the threshold for this false-positive rate"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="where calibration.json and reliability.png go"),
-    device: str = typer.Option("auto"),
+    device: str = DEVICE,
 ):
     """Fit temperature scaling (and optionally a threshold for a target FPR) and store them in CHECKPOINT."""
     from synthdet.evaluation.calibration import calibrate_checkpoint
@@ -231,9 +237,9 @@ def predict(
     smoothing: str = typer.Option("mean", help="video: mean (of probabilities) or majority (of labels)"),
     out_dir: Path = typer.Option(Path("runs/predict"), "--out", help="video: where per-frame CSVs go"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
-    batch_size: int = typer.Option(32),
-    workers: int = typer.Option(-1),
-    device: str = typer.Option("auto"),
+    batch_size: int = BATCH_SIZE,
+    workers: int = WORKERS,
+    device: str = DEVICE,
     precision: str = PRECISION,
     channels_last: bool = CHANNELS_LAST,
     compile: bool = COMPILE,
@@ -340,7 +346,7 @@ def serve(
     port: int = typer.Option(8000),
     max_upload_mb: float = typer.Option(20.0, help="larger requests get 413"),
     workers: int = typer.Option(2, help="inference threads; further requests queue"),
-    device: str = typer.Option("auto"),
+    device: str = DEVICE,
 ):
     """HTTP service: POST /v1/predict, GET /v1/model, /healthz, /docs, and a web page at /."""
     import uvicorn
@@ -357,9 +363,9 @@ def benchmark(
     checkpoint: Path = typer.Argument(...),
     folder: Path = typer.Argument(..., help="folder whose images all have the same, known label"),
     label: str = typer.Option(..., help="real or synthetic"),
-    batch_size: int = typer.Option(32),
-    workers: int = typer.Option(-1),
-    device: str = typer.Option("auto"),
+    batch_size: int = BATCH_SIZE,
+    workers: int = WORKERS,
+    device: str = DEVICE,
     precision: str = PRECISION,
     channels_last: bool = CHANNELS_LAST,
     compile: bool = COMPILE,

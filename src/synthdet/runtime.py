@@ -41,9 +41,9 @@ def autocast(device: torch.device, enabled: bool = True):
 def inference_precision(device: torch.device, precision: str = "fp32"):
     """Autocast for inference: ``bf16`` runs the backbone in bfloat16 (features stay float32).
 
-    On CPUs with AVX512-BF16 or AMX this roughly doubles convolution throughput; the
-    probabilities move by about 1e-3 (measured in benchmarks/throughput.py), so fp32
-    stays the default.
+    It pays only where bfloat16 is native (GPUs; CPUs with AVX512-BF16 or AMX); elsewhere
+    it is emulated and slower than fp32. It also moves the probabilities slightly, so fp32
+    stays the default; benchmarks/throughput.py measures both effects on the machine at hand.
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
