@@ -35,10 +35,12 @@ def iter_logits(
             yield batch, forward_views(net, batch.images, device, max_views, precision, amp)
 
 
-#: Pixels per forward pass on the CPU. Larger passes do not run faster there (measured in
-#: benchmarks/throughput.py: 640x480 ResNet-18 is quickest a few views at a time) but
-#: their activations spill out of cache; GPUs want whole batches.
-CPU_PIXELS_PER_PASS = 1_000_000
+#: Pixels per forward pass on the CPU. Larger passes do not run faster there (fp32 ResNet-18
+#: on 2 cores: 1.6-2.4 images/s at 640x480 and 10-15 at 224x224 for passes of 1 to 32 views,
+#: no trend beyond run-to-run noise), but their activation memory grows with every view
+#: (about 45 MB per 640x480 view, measured as peak RSS), so the CPU runs about one 640x480
+#: view, or 390 32x32 views, at a time. GPUs want whole batches.
+CPU_PIXELS_PER_PASS = 400_000
 
 
 def forward_views(net: torch.nn.Module, images: torch.Tensor, device: torch.device, max_views: int | None = None,
