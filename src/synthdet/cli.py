@@ -205,8 +205,9 @@ def calibrate(
 
     records = records_from_arguments(data, split=split)
     result = calibrate_checkpoint(checkpoint, records, target_fpr, out_dir or checkpoint.parent, device)
-    out.print(f"temperature {result.temperature:.4g}, threshold {result.threshold:.4g}; ECE {result.ece_before:.4f}"
-              f" -> {result.ece_after:.4f} on {result.n} images" + ("  (temperature at its search bound: the "
+    out.print(f"temperature {result.temperature:.4g}, threshold {result.threshold:.4g}; NLL {result.nll_before:.4f}"
+              f" -> {result.nll_after:.4f}, ECE {result.ece_before:.4f} -> {result.ece_after:.4f} on {result.n} images"
+              + ("  (temperature at its search bound: the "
               "images are separated perfectly, calibration is unreliable)" if result.at_bound else ""))
 
 

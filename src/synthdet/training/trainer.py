@@ -139,8 +139,9 @@ def _finish(result: TrainResult, config: Config) -> None:
     val = read_split_csv(result.run_dir / "splits.csv", "val")
     calibration = calibrate_checkpoint(result.best_checkpoint, val, config.train.target_fpr, result.run_dir,
                                        config.train.device, config.data.workers)
-    log.info("calibrated on %d validation images: temperature %.3g, threshold %.3g, ECE %.4f -> %.4f",
-             calibration.n, calibration.temperature, calibration.threshold, calibration.ece_before,
+    log.info("calibrated on %d validation images: temperature %.3g, threshold %.3g, NLL %.4f -> %.4f "
+             "(the fitted objective), ECE %.4f -> %.4f", calibration.n, calibration.temperature,
+             calibration.threshold, calibration.nll_before, calibration.nll_after, calibration.ece_before,
              calibration.ece_after)
     if result.history:
         training_curves(result.history, result.run_dir / "curves.png")
