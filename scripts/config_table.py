@@ -6,7 +6,7 @@ Each config runs as shipped except: its data are generated toy sources (640x480 
 so every crop size fits), training is capped at --epochs (both stages of a one-class
 config), and linear_probe runs without its ImageNet weights file (a frozen random
 backbone), because nothing may be downloaded. Accuracy comes from one
-`synthdet evaluate` run on each run's test split. Takes about half an hour on 2 CPU cores.
+`synthdet evaluate` run on each run's test split. Takes about an hour on 2 CPU cores (ENet + Flow SVDD is most of it).
 """
 
 from __future__ import annotations
