@@ -7,6 +7,7 @@ from safetensors import safe_open
 
 import synthdet
 from conftest import AWKWARD_FILES, toy_config
+from synthdet.config import ConfigError
 from synthdet.data import decode
 from synthdet.data.sources import records_from_arguments
 from synthdet.evaluation.evaluate import evaluate_records
@@ -96,6 +97,14 @@ def test_a_split_without_both_classes_is_refused(toy_sources, tmp_path):
     config = toy_config([s for s in toy_sources if s["label"] == "real"], tmp_path)
     with pytest.raises(TrainingError, match="no synthetic images"):
         train(config, progress=False)
+
+
+def test_a_crop_too_small_for_the_model_is_a_config_error_before_anything_is_written(toy_sources, tmp_path):
+    config = toy_config(small(toy_sources, 8), tmp_path)
+    config.model.name, config.features.representations, config.data.crop = "enet", ["rgb"], (32, 32)
+    with pytest.raises(ConfigError, match=r"data.crop: model 'enet' cannot take 32x32 crops .*use a larger crop"):
+        train(config, progress=False)
+    assert not any(tmp_path.iterdir())  # no half-made run directory
 
 
 def test_awkward_files_through_train_evaluate_and_predict(toy_sources, awkward_folder, checkpoint, tmp_path):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from synthdet.config import FeatureConfig, ModelConfig
+from synthdet.config import ConfigError, FeatureConfig, ModelConfig
 from synthdet.features import FeatureExtractor, Normalize
 from synthdet.models.registry import create_model
 
@@ -46,3 +46,24 @@ def build_network(features: FeatureConfig, model: ModelConfig, num_classes: int 
         **model.options,
     )
     return DetectorNet(extractor, backbone)
+
+
+def check_crop_fits(net: DetectorNet, crop: tuple[int, int], model_name: str) -> None:
+    """Refuse, naming the setting, a crop too small for the network's pooling and unpadded convs.
+
+    One forward pass of a blank image at the crop size, before any data is read, so a
+    bad ``data.crop`` is a one-line configuration error instead of a torch traceback mid-epoch.
+    """
+    height, width = crop
+    was_training = net.training
+    net.eval()
+    try:
+        with torch.inference_mode():
+            net(torch.zeros(1, 3, height, width, dtype=torch.uint8))
+    except RuntimeError as exc:
+        raise ConfigError(
+            f"data.crop: model {model_name!r} cannot take {width}x{height} crops "
+            f"({str(exc).splitlines()[0]}); use a larger crop"
+        ) from exc
+    finally:
+        net.train(was_training)

@@ -30,7 +30,7 @@ from synthdet.data.sources import ImageRecord, collect_records, read_split_csv, 
 from synthdet.data.transforms import EvalTransform, TrainTransform
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.scoring import iter_logits, probability_synthetic
-from synthdet.models import DetectorNet, build_network, model_entry
+from synthdet.models import DetectorNet, build_network, check_crop_fits, model_entry
 from synthdet.runtime import autocast, resolve_device, seed_everything
 from synthdet.training.normalization import measure_feature_stats
 from synthdet.training.schedule import make_scheduler
@@ -161,6 +161,8 @@ def run_stage(config: Config, objective, resume: str | Path | None = None, progr
             "the validation split is empty, so no checkpoint could be selected; "
             "raise data.splits.val or add a source with split: val"
         )
+    net = objective.build_network(config)
+    check_crop_fits(net, config.data.crop, config.model.name)
     run_dir = Path(resume) if resume else run_dir or new_run_dir(config.output_dir, config.name)
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / CONFIG_FILE).write_text(config.to_yaml())
@@ -171,7 +173,7 @@ def run_stage(config: Config, objective, resume: str | Path | None = None, progr
     log.setLevel(logging.INFO)
     try:
         with logging_redirect_tqdm():
-            return _run(config, objective, device, records, train_records, val_records, run_dir,
+            return _run(config, objective, net.to(device), device, records, train_records, val_records, run_dir,
                         resume is not None, progress)
     finally:
         log.removeHandler(handler)
@@ -187,9 +189,8 @@ def new_run_dir(output_dir: Path, name: str) -> Path:
         candidate = output_dir / f"{name}-{i}"
 
 
-def _run(config, objective, device, records, train_records, val_records, run_dir, resuming, progress):
+def _run(config, objective, net, device, records, train_records, val_records, run_dir, resuming, progress):
     tc: TrainConfig = objective.settings(config)
-    net = objective.build_network(config).to(device)
     train_loader, val_loader = _loaders(config, tc, train_records, val_records, device)
     train_names, val_names = [r.path for r in train_records], [r.path for r in val_records]
     steps_per_epoch = min(len(train_loader), tc.max_steps_per_epoch or len(train_loader))
