@@ -41,11 +41,14 @@ def toy_sources(tmp_path_factory) -> list[dict]:
 
 @pytest.fixture(scope="session")
 def trained_run(toy_sources, tmp_path_factory):
-    """One short training run shared by the tests that need a checkpoint."""
+    """One short training run shared by the tests that need a checkpoint.
+
+    lr 5e-4 rather than 1e-3: over seeds 0-3 the best validation accuracy was 0.977-0.992
+    at 5e-4 and 0.962-0.992 at 1e-3 (validation accuracy swings between epochs at 1e-3)."""
     from synthdet.training.trainer import train
 
     out = tmp_path_factory.mktemp("runs")
-    return train(toy_config(toy_sources, out), progress=False)
+    return train(toy_config(toy_sources, out, epochs=4, lr=5e-4), progress=False)
 
 
 @pytest.fixture(scope="session")
