@@ -1,6 +1,6 @@
 """How close synthdet's input pipeline comes to the hardware's limits, and what batching buys.
 
-    python benchmarks/throughput.py                      # full-HD JPEGs and 32x32 PNGs, ~15 min on 2 cores
+    python benchmarks/throughput.py                      # full-HD JPEGs and 32x32 PNGs, 10-20 min on 2 cores
     python benchmarks/throughput.py --quick              # fewer images and repeats
 
 For each image set it prints, as images/second (median of --repeats runs):
@@ -165,7 +165,7 @@ def runtime_switches(ckpt: Path, ready: torch.Tensor, repeats: int) -> None:
 
 
 def training_numbers(config, paths: list[Path], work: Path, args) -> None:
-    """Images/second of one training epoch against forward+backward alone on ready tensors."""
+    """Images/second of training epochs against forward+backward alone on ready tensors."""
     from synthdet.training.trainer import train
 
     half = len(paths) // 2
@@ -182,11 +182,14 @@ def training_numbers(config, paths: list[Path], work: Path, args) -> None:
         SourceConfig(name="synthetic", path=folders["synthetic"], label="synthetic", split="train"),
         SourceConfig(name="val", path=folders["real"], label="real", split="val", max_images=2),
     ]
-    config.data.workers, config.train.batch_size, config.train.epochs = args.workers, args.batch_size, 2
+    # Measured like the bound below: a warm-up epoch, then the median of the same number of repeats.
+    repeats = max(1, args.repeats - 1)
+    config.data.workers, config.train.batch_size = args.workers, args.batch_size
+    config.train.epochs = 1 + repeats
     config.output_dir, config.name = work / "runs", "throughput"
     result = train(config, progress=False)
     epoch = result.history[-1]
-    epoch_rate = epoch["train_images"] / epoch["train_seconds"]
+    epoch_rate = statistics.median(h["train_images"] / h["train_seconds"] for h in result.history[1:])
 
     net = build_network(config.features, config.model)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
@@ -202,9 +205,10 @@ def training_numbers(config, paths: list[Path], work: Path, args) -> None:
             loss.backward()
             optimizer.step()
 
-    bound = rate(fwd_bwd, steps * args.batch_size, max(1, args.repeats - 1))
+    bound = rate(fwd_bwd, steps * args.batch_size, repeats)
     print(f"\n== training ({epoch['train_images']} images per epoch, batch {args.batch_size})")
-    print(f"  epoch: {epoch_rate:.1f} images/s; forward+backward on ready tensors: {bound:.1f} images/s")
+    print(f"  epoch (median of {repeats} after a warm-up epoch): {epoch_rate:.1f} images/s; "
+          f"forward+backward on ready tensors: {bound:.1f} images/s")
     print(f"  epoch / forward_backward = {epoch_rate / bound:.2f}")
 
 
