@@ -16,6 +16,7 @@ from synthdet.data.toy import write_toy_dataset
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 TOY_SIZES = ((96, 72), (112, 84), (128, 96))
+TRAINED_RUN_EPOCHS = 4
 
 
 def toy_config(sources: list[dict], out: Path, **train) -> "synthdet.config.Config":  # noqa: F821
@@ -48,7 +49,7 @@ def trained_run(toy_sources, tmp_path_factory):
     from synthdet.training.trainer import train
 
     out = tmp_path_factory.mktemp("runs")
-    return train(toy_config(toy_sources, out, epochs=4, lr=5e-4), progress=False)
+    return train(toy_config(toy_sources, out, epochs=TRAINED_RUN_EPOCHS, lr=5e-4), progress=False)
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ import torch
 from safetensors import safe_open
 
 import synthdet
-from conftest import AWKWARD_FILES, toy_config
-from synthdet.config import ConfigError, load_config
+from conftest import AWKWARD_FILES, TRAINED_RUN_EPOCHS, toy_config
+from synthdet.config import ConfigError
 from synthdet.data import decode
 from synthdet.data.sources import records_from_arguments
 from synthdet.evaluation.evaluate import evaluate_records
@@ -27,8 +27,7 @@ def test_training_on_toy_data_reaches_high_validation_accuracy(trained_run):
                  "skipped.csv", "train.log", "summary.json"]:
         assert (run / name).is_file(), name
     history = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    epochs = load_config(run / "config.yaml").train.epochs
-    assert [h["epoch"] for h in history] == list(range(1, epochs + 1))
+    assert [h["epoch"] for h in history] == list(range(1, TRAINED_RUN_EPOCHS + 1))
     best = max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
     assert trained_run.best_epoch == best["epoch"]  # chosen on validation
 
