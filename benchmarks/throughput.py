@@ -30,7 +30,7 @@ import psutil
 import torch
 from PIL import Image
 
-from synthdet.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
+from synthdet.checkpoint import CheckpointMeta, ModelSpec
 from synthdet.config import SourceConfig, load_config
 from synthdet.data.loader import ImageDataset, make_loader
 from synthdet.data.sources import records_from_arguments
@@ -40,7 +40,7 @@ from synthdet.evaluation.evaluate import evaluate_records
 from synthdet.features.spectral import fft_magnitude
 from synthdet.inference.detector import Detector
 from synthdet.inference.scoring import forward_views
-from synthdet.models import build_network
+from synthdet.network import build_network, save_network
 
 ROOT = Path(__file__).resolve().parents[1]
 IMAGENET_MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
@@ -74,10 +74,10 @@ def make_images(folder: Path, n: int, size: tuple[int, int], suffix: str) -> lis
 
 def make_checkpoint(config, path: Path) -> Path:
     """An untrained network of ``config`` saved as a checkpoint: speed does not depend on weights."""
-    net = build_network(config.features, config.model)
+    net = build_network(config.features, config.model.name, config.model.options)
     meta = CheckpointMeta(model=ModelSpec(name=config.model.name, in_chans=net.features.out_channels),
                           features=config.features, crop=config.data.crop)
-    return save_checkpoint(path, net, meta)
+    return save_network(path, net, meta)
 
 
 def one_at_a_time(detector: Detector, paths: list[Path]) -> None:
@@ -166,7 +166,7 @@ def runtime_switches(ckpt: Path, ready: torch.Tensor, repeats: int) -> None:
 
 def training_numbers(config, paths: list[Path], work: Path, args) -> None:
     """Images/second of training epochs against forward+backward alone on ready tensors."""
-    from synthdet.training.trainer import train
+    from synthdet.pipeline import train
 
     half = len(paths) // 2
     folders = {}
@@ -187,11 +187,11 @@ def training_numbers(config, paths: list[Path], work: Path, args) -> None:
     config.data.workers, config.train.batch_size = args.workers, args.batch_size
     config.train.epochs = 1 + repeats
     config.output_dir, config.name = work / "runs", "throughput"
-    result = train(config, progress=False)
+    result = train(config, progress=False, test=False, report=False)
     epoch = result.history[-1]
     epoch_rate = statistics.median(h["train_images"] / h["train_seconds"] for h in result.history[1:])
 
-    net = build_network(config.features, config.model)
+    net = build_network(config.features, config.model.name, config.model.options)
     optimizer = torch.optim.Adam(net.parameters(), lr=1e-4)
     ready = torch.randint(0, 256, (args.batch_size, 3, *config.data.crop), dtype=torch.uint8)
     labels = torch.arange(args.batch_size) % 2

@@ -18,10 +18,10 @@ import sys
 import time
 from pathlib import Path
 
-from synthdet.checkpoint import load_checkpoint
+from synthdet.network import load_network
 from synthdet.config import load_config
 from synthdet.data.toy import write_toy_dataset
-from synthdet.training.trainer import train
+from synthdet.pipeline import train
 
 ROOT = Path(__file__).resolve().parents[1]
 ORIGINS = {
@@ -60,7 +60,7 @@ def main() -> None:
                         str(result.run_dir / "config.yaml"), "--out", str(eval_dir)], check=True,
                        stdout=subprocess.DEVNULL)
         metrics = json.loads((eval_dir / "metrics.json").read_text())
-        net, meta = load_checkpoint(result.best_checkpoint)
+        net, meta = load_network(result.best_checkpoint)
         params = sum(p.numel() for p in net.parameters())
         trainable = sum(p.numel() for p in net.parameters() if p.requires_grad)
         rows.append({

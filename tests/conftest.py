@@ -46,7 +46,7 @@ def trained_run(toy_sources, tmp_path_factory):
 
     lr 5e-4 rather than 1e-3: over seeds 0-3 the best validation accuracy was 0.977-0.992
     at 5e-4 and 0.962-0.992 at 1e-3 (validation accuracy swings between epochs at 1e-3)."""
-    from synthdet.training.trainer import train
+    from synthdet.pipeline import train
 
     out = tmp_path_factory.mktemp("runs")
     return train(toy_config(toy_sources, out, epochs=TRAINED_RUN_EPOCHS, lr=5e-4), progress=False)

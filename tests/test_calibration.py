@@ -4,7 +4,7 @@ import torch
 
 import synthdet
 from conftest import toy_config
-from synthdet.checkpoint import load_checkpoint, save_checkpoint
+from synthdet.network import load_network, save_network
 from synthdet.data.sources import read_split_csv
 from synthdet.evaluation.calibration import (calibrate, calibrate_checkpoint, expected_calibration_error,
                                              fit_temperature, threshold_for_fpr)
@@ -46,11 +46,11 @@ def test_temperature_scaling_lowers_ece_of_a_deliberately_overconfident_toy_mode
     config.model.name, config.data.crop = "cifake_cnn", (32, 32)
     config.features.representations = ["rgb"]  # weak on this task: it makes mistakes to be confident about
     run = synthdet.train(config, progress=False)
-    net, meta = load_checkpoint(run.best_checkpoint)
+    net, meta = load_network(run.best_checkpoint)
     with torch.no_grad():
         net.backbone.fc3.weight.mul_(25)
         net.backbone.fc3.bias.mul_(25)
-    overconfident = save_checkpoint(tmp_path / "overconfident.safetensors", net, meta)
+    overconfident = save_network(tmp_path / "overconfident.safetensors", net, meta)
 
     val = read_split_csv(run.run_dir / "splits.csv", "val")
     result = calibrate_checkpoint(overconfident, val, out_dir=tmp_path / "cal")

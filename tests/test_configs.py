@@ -6,7 +6,7 @@ import pytest
 
 from synthdet.config import load_config
 from synthdet.models import model_entry
-from synthdet.training.trainer import train
+from synthdet.pipeline import train
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 CONFIGS = sorted(CONFIG_DIR.glob("*.yaml"))

@@ -7,15 +7,13 @@ backbone models (linear probe, one-class heads) start from the session's trained
 ResNet-18 checkpoint as their local weights file.
 """
 
-import importlib.util
-
 import pytest
 import torch
 
 from conftest import toy_config
-from synthdet.checkpoint import load_checkpoint
+from synthdet.network import load_network
 from synthdet.models import list_models
-from synthdet.training.trainer import train
+from synthdet.pipeline import train
 
 pytestmark = pytest.mark.slow
 
@@ -32,11 +30,10 @@ SUPERVISED = {
     "enet": ({"representations": ["rgb"], "crop": 64}, {"epochs": 3, "lr": 1e-3}, {"hidden": 256}, 120),
 }
 FROZEN_BACKBONE = {"linear_probe", "deep_svdd", "flow_svdd"}
-NEEDS_OPTIONAL_PACKAGE = {"open_clip": "open_clip"}
 
 
 def test_every_registered_model_is_covered_here():
-    assert set(list_models()) == set(SUPERVISED) | FROZEN_BACKBONE | set(NEEDS_OPTIONAL_PACKAGE)
+    assert set(list_models()) == set(SUPERVISED) | FROZEN_BACKBONE
 
 
 def _config(toy_sources, tmp_path, name, features, train_overrides, options, per_source=150):
@@ -63,8 +60,8 @@ def test_linear_probe_trains_only_its_head(toy_sources, tmp_path, checkpoint):
     config.model.pretrained = checkpoint
     result = train(config, progress=False)
     assert result.best_val["accuracy"] >= 0.85, result.history
-    probe, _ = load_checkpoint(result.best_checkpoint)
-    source, _ = load_checkpoint(checkpoint)
+    probe, _ = load_network(result.best_checkpoint)
+    source, _ = load_network(checkpoint)
     for key, value in source.backbone.state_dict().items():
         if not key.startswith("fc."):
             assert torch.equal(probe.backbone.backbone.state_dict()[key], value), key  # frozen
@@ -80,13 +77,5 @@ def test_one_class_head_trained_on_real_images_separates_the_classes(name, toy_s
     assert result.best_val["roc_auc"] >= 0.9, result.history
     with open(result.run_dir / "splits.csv") as fh:
         assert "synthetic" in fh.read()  # the split has synthetic images; training used only the real ones
-    net, meta = load_checkpoint(result.best_checkpoint)
+    net, meta = load_network(result.best_checkpoint)
     assert net.backbone.radius2.item() > 0 and meta.model.name == name
-
-
-@pytest.mark.skipif(importlib.util.find_spec("open_clip") is None, reason="optional open_clip package not installed")
-def test_open_clip_backbone_needs_a_local_weights_file():
-    from synthdet.models import create_model
-
-    with pytest.raises(ValueError, match="local weights file"):
-        create_model("open_clip", in_chans=3)

@@ -2,6 +2,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+from synthdet.checkpoint import read_pretrained
 from synthdet.models import create_model, list_models
 from synthdet.models.registry import adapt_input_conv
 
@@ -40,7 +41,7 @@ def test_pretrained_weights_load_from_a_local_file_with_adapted_first_conv(tmp_p
     else:
         torch.save(state, path)
 
-    model = create_model("resnet18", in_chans=9, num_classes=2, pretrained=path)
+    model = create_model("resnet18", in_chans=9, num_classes=2, pretrained=read_pretrained(path))
     own = model.state_dict()
     assert torch.equal(own["layer3.1.conv2.weight"], state["layer3.1.conv2.weight"])
     expected_conv = state["conv1.weight"].repeat(1, 3, 1, 1) * (3 / 9)
@@ -57,7 +58,7 @@ def test_adapted_conv_keeps_the_response_to_a_flat_input():
 
 def test_missing_pretrained_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="nope.pth"):
-        create_model("resnet18", pretrained=tmp_path / "nope.pth")
+        read_pretrained(tmp_path / "nope.pth")
 
 
 def test_unknown_model_lists_the_registry():

@@ -8,7 +8,7 @@ from PIL import Image
 from conftest import toy_config
 from synthdet.config import SourceConfig, SplitFractions
 from synthdet.data.sources import collect_records
-from synthdet.evaluation.protocols import kfold_test_indices, leave_one_source_out, source_groups
+from synthdet.protocols import kfold_test_indices, leave_one_source_out, source_groups
 
 
 def frames_dataset(root: Path):

@@ -1,9 +1,9 @@
 import pytest
 import torch
 
-from synthdet.config import FeatureConfig, ModelConfig
+from synthdet.config import FeatureConfig
 from synthdet.data.loader import Batch
-from synthdet.models import build_network
+from synthdet.network import build_network
 from synthdet.training.normalization import measure_feature_stats
 from synthdet.training.schedule import lr_factor
 
@@ -30,7 +30,7 @@ def fake_batches(n=3, value_scale=1.0):
 
 
 def test_stats_are_measured_on_raw_features_not_normalized_ones():
-    net = build_network(FeatureConfig(representations=["rgb", "fft_mag"]), ModelConfig(name="resnet18"))
+    net = build_network(FeatureConfig(representations=["rgb", "fft_mag"]), "resnet18")
     mean, std, seen = measure_feature_stats(net, fake_batches(), torch.device("cpu"), max_batches=10)
     feats = torch.cat([net.features(b.images) for b in fake_batches()])
     assert seen == 12
@@ -46,6 +46,6 @@ def test_stats_are_measured_on_raw_features_not_normalized_ones():
 
 
 def test_stats_use_at_most_max_batches():
-    net = build_network(FeatureConfig(representations=["rgb"]), ModelConfig(name="resnet18"))
+    net = build_network(FeatureConfig(representations=["rgb"]), "resnet18")
     _, _, seen = measure_feature_stats(net, fake_batches(5), torch.device("cpu"), max_batches=2)
     assert seen == 8

@@ -9,9 +9,11 @@ import synthdet
 from conftest import AWKWARD_FILES, TRAINED_RUN_EPOCHS, toy_config
 from synthdet.config import ConfigError
 from synthdet.data import decode
-from synthdet.data.sources import records_from_arguments
+from synthdet.data.sources import read_split_csv, records_from_arguments
 from synthdet.evaluation.evaluate import evaluate_records
-from synthdet.training.trainer import TrainingError, train
+from synthdet.pipeline import train
+from synthdet.rundir import RunDir
+from synthdet.training.trainer import TrainingError
 
 pytestmark = pytest.mark.slow
 
@@ -62,6 +64,7 @@ def test_checkpoint_is_one_safetensors_file_that_never_unpickles(trained_run, mo
 
 
 def test_training_never_reads_the_test_split(toy_sources, tmp_path, monkeypatch):
+    """Training and calibration (everything before the test evaluation) leave the test images alone."""
     read = []
     original = decode.load_image
 
@@ -73,7 +76,7 @@ def test_training_never_reads_the_test_split(toy_sources, tmp_path, monkeypatch)
     config = toy_config(small(toy_sources), tmp_path, epochs=1, batch_size=16)
     config.data.workers = 0  # decode in this process so the spy sees every file
     config.data.crop = (32, 32)
-    result = train(config, progress=False)
+    result = train(config, progress=False, test=False)
     with (result.run_dir / "splits.csv").open() as fh:
         test_paths = {row["path"] for row in csv.DictReader(fh) if row["split"] == "test"}
     assert test_paths and read
@@ -138,3 +141,12 @@ def test_awkward_files_through_train_evaluate_and_predict(toy_sources, awkward_f
     for name in good:
         assert predictions[name].ok and 0.0 <= predictions[name].prob_synthetic <= 1.0
     assert "reflect-padded" in predictions["tiny_32.png"].note
+
+
+def test_synthdet_train_calibrates_tests_and_reports(trained_run):
+    """The Python API runs the whole sequence, as the CLI does."""
+    run = RunDir(trained_run.run_dir)
+    assert trained_run.calibration.n > 0 and run.calibration.is_file()
+    assert trained_run.test.metrics["n"] == sum(1 for r in read_split_csv(run.splits, "test"))
+    assert run.test.metrics.is_file() and run.report_html.is_file()
+    assert "Missing" not in run.report_md.read_text()

@@ -10,7 +10,7 @@ Python API::
 
 from synthdet.config import Config, load_config
 from synthdet.inference.detector import Detector, Prediction, load
-from synthdet.training.trainer import train
+from synthdet.pipeline import train
 from synthdet.version import __version__
 
 __all__ = ["Config", "Detector", "Prediction", "__version__", "load", "load_config", "train"]

@@ -4,6 +4,9 @@ The metadata carries everything inference needs (model name, feature settings, c
 normalization statistics, classes, threshold, temperature), so ``synthdet.load(path)``
 takes no other flags. safetensors never unpickles, so a checkpoint from a stranger
 cannot run code, and tensors load on the CPU whatever device trained them.
+
+This module knows the file format only; :mod:`synthdet.network` builds the network a
+checkpoint describes.
 """
 
 from __future__ import annotations
@@ -18,11 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-from synthdet.version import __version__
 from synthdet.config import CropSize, FeatureConfig
 from synthdet.data.labels import CLASS_NAMES
-from synthdet.features import FeatureExtractor
-from synthdet.models import DetectorNet, create_model
+from synthdet.version import __version__
 
 METADATA_KEY = "synthdet"
 FORMAT_VERSION = 1
@@ -63,23 +64,14 @@ class CheckpointMeta(BaseModel):
     training: dict[str, Any] = Field(default_factory=dict, description="config, data summary, validation metrics")
 
 
-def save_checkpoint(path: str | Path, net: DetectorNet, meta: CheckpointMeta) -> Path:
-    """Write weights and metadata; the normalization stats are taken from ``net``."""
-    path = Path(path)
-    meta = meta.model_copy(
-        update={
-            "normalization": Normalization(
-                mean=net.normalize.mean.flatten().tolist(), std=net.normalize.std.flatten().tolist()
-            )
-        }
-    )
-    tensors = {k: v.detach().to("cpu").contiguous() for k, v in net.state_dict().items()}
-    return _write(path, tensors, meta)
+def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: CheckpointMeta) -> Path:
+    """Write ``tensors`` (moved to the CPU) and ``meta`` atomically."""
+    return _write(Path(path), {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}, meta)
 
 
 def rewrite_metadata(path: str | Path, meta: CheckpointMeta) -> Path:
     """Replace a checkpoint's metadata, keeping its tensors (e.g. after calibration)."""
-    return _write(Path(path), load_file(str(path), device="cpu"), meta)
+    return _write(Path(path), read_tensors(path), meta)
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], meta: CheckpointMeta) -> Path:
@@ -93,11 +85,7 @@ def read_metadata(path: str | Path) -> CheckpointMeta:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = (fh.metadata() or {}).get(METADATA_KEY)
-    except Exception as exc:  # safetensors raises its own error types for non-safetensors files
-        raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
+    raw = _safetensors_metadata(path).get(METADATA_KEY)
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file without synthdet metadata")
     meta = CheckpointMeta.model_validate(json.loads(raw))
@@ -108,22 +96,37 @@ def read_metadata(path: str | Path) -> CheckpointMeta:
     return meta
 
 
-def network_from_meta(meta: CheckpointMeta) -> DetectorNet:
-    """An untrained network with the architecture and preprocessing the metadata describes."""
-    features = FeatureExtractor(
-        meta.features.representations, meta.features.highpass_radius, meta.features.grayscale
-    )
-    backbone = create_model(
-        meta.model.name, in_chans=meta.model.in_chans, num_classes=meta.model.num_classes, **meta.model.options
-    )
-    net = DetectorNet(features, backbone)
-    net.normalize.set_stats(torch.tensor(meta.normalization.mean), torch.tensor(meta.normalization.std))
-    return net
+def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path), device="cpu")
 
 
-def load_checkpoint(path: str | Path) -> tuple[DetectorNet, CheckpointMeta]:
-    """Network (on the CPU, in eval mode) and metadata from a checkpoint file."""
-    meta = read_metadata(path)
-    net = network_from_meta(meta)
-    net.load_state_dict(load_file(str(path), device="cpu"))
-    return net.eval(), meta
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    try:
+        with safe_open(str(path), framework="pt") as fh:
+            return fh.metadata() or {}
+    except Exception as exc:  # safetensors raises its own error types for non-safetensors files
+        raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
+
+
+def read_pretrained(path: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors to start a model from: a ``.safetensors`` file, a torch state dict, or a synthdet checkpoint.
+
+    A synthdet checkpoint gives its backbone's weights, so a trained detector can be the
+    starting point (or frozen embedding) of another model. Torch files are loaded
+    weights-only: nothing is unpickled.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: pretrained weights file not found")
+    if path.suffix == ".safetensors":
+        state = read_tensors(path)
+        if METADATA_KEY in _safetensors_metadata(path):
+            state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
+        return state
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
+    return state
+

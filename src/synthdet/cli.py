@@ -16,13 +16,25 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
+from synthdet import pipeline
 from synthdet.checkpoint import CheckpointError, read_metadata
 from synthdet.config import ConfigError, config_from_dict, load_config, resolve_paths
-from synthdet.data.sources import SourceError, read_split_csv, records_from_arguments, sources_from_arguments
-from synthdet.evaluation.evaluate import SOURCE_COLUMNS, EvaluationResult, evaluate_records, fmt, write_evaluation
 from synthdet.data.decode import load_image
+from synthdet.data.sources import SourceError, records_from_arguments, sources_from_arguments
+from synthdet.data.toy import write_toy_dataset
+from synthdet.evaluation.calibration import calibrate_checkpoint
+from synthdet.evaluation.evaluate import SOURCE_COLUMNS, EvaluationResult, evaluate_records, write_evaluation
+from synthdet.evaluation.report import write_report
+from synthdet.evaluation.robustness import run_robustness, write_robustness
+from synthdet.evaluation.tables import PROTOCOL_COLUMNS, fmt, protocol_summary_line
+from synthdet.importers import import_aics_cifake
 from synthdet.inference.detector import Detector, PredictOptions
-from synthdet.training.trainer import CONFIG_FILE, TrainingError, new_run_dir, train as run_training
+from synthdet.inference.heatmap import write_heatmap
+from synthdet.inference.onnx_export import export_onnx
+from synthdet.inference.video import VideoError, is_video, predict_video
+from synthdet.protocols import kfold, leave_one_source_out
+from synthdet.rundir import RunDir, new_run_dir
+from synthdet.training.trainer import TrainingError
 
 app = typer.Typer(help="Tell real photographs from synthetic images.", no_args_is_help=True, add_completion=False)
 # Plain lines are never re-wrapped (scripts parse them); when piped, tables get room
@@ -74,7 +86,7 @@ def train(
     args = list(args or [])
     config_path = None if resume or not args or "=" in args[0] else args.pop(0)
     if resume:
-        config_path = resume / CONFIG_FILE
+        config_path = RunDir(resume).config
     if config_path is None:
         raise ConfigError("give a config file (synthdet train CONFIG.yaml [key=value ...]) or --resume RUN_DIR")
     config = load_config(config_path, args)
@@ -84,27 +96,20 @@ def train(
         config.train.target_fpr = target_fpr
     if not config.data.sources:
         raise ConfigError(f"{config_path}: no data sources; add data.sources or give --data FOLDER")
-    result = run_training(config, resume=resume)
+    result = pipeline.train(config, resume=resume, test=test)
     out.print(f"best epoch {result.best_epoch}: val accuracy {fmt(result.best_val['accuracy'])}, "
               f"ROC-AUC {fmt(result.best_val['roc_auc'])}  ->  {result.best_checkpoint}")
     if result.skipped:
-        out.print(f"{result.skipped} file(s) skipped, see {result.run_dir / 'skipped.csv'}")
-    if test:
-        evaluate_test_split(result, config, title="Test split (best checkpoint)")
-    report(result.run_dir)
+        out.print(f"{result.skipped} file(s) skipped, see {RunDir(result.run_dir).skipped}")
+    if result.test is not None:
+        print_evaluation(result.test, title="Test split (best checkpoint)")
+    out.print(f"report: {RunDir(result.run_dir).report_html}")
 
 
 @app.command()
 def evaluate(
-    target: Path = typer.Argument(..., help="checkpoint (.safetensors); with --protocol, a training config (.yaml)"),
-    data: Optional[List[str]] = typer.Option(
-        None, "--data", "-d", help="config .yaml, folder or .csv manifest (repeatable)"
-    ),
-    protocol: str = typer.Option("none", help="none, leave-one-source-out or kfold (these train, from TARGET config)"),
-    k: int = typer.Option(5, help="folds for --protocol kfold"),
-    group: Optional[List[str]] = typer.Option(
-        None, help="NAME=src1,src2: hold these sources out together (leave-one-source-out; repeatable)"
-    ),
+    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or .onnx)"),
+    data: List[str] = DATA,
     split: str = typer.Option("test", help="split of config datasets to score: train, val, test or all"),
     label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (metrics, figures, report)"),
@@ -114,48 +119,50 @@ def evaluate(
     workers: int = WORKERS,
     device: str = DEVICE,
 ):
-    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP; or a generalization protocol.
-
-    Without --protocol: score checkpoint TARGET on --data. With --protocol
-    leave-one-source-out (train on all sources but one, test on it, for each) or kfold,
-    TARGET is a training config and one model is trained per held-out unit.
-    """
-    if protocol != "none":
-        run_protocol(target, protocol, k, group or [], data, out_dir)
-        return
-    if not data:
-        raise ConfigError("give --data (a config, folder or manifest) to evaluate on")
+    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of CHECKPOINT on --data."""
     records = records_from_arguments(data, split=split, label=label)
-    detector = Detector.load(target, device)
+    detector = Detector.load(checkpoint, device)
     result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles)
-    out_dir = out_dir or new_run_dir(Path("runs/evaluate"), target.parent.name or "eval")
+    out_dir = out_dir or new_run_dir(Path("runs/evaluate"), checkpoint.parent.name or "eval").root
     write_evaluation(result, out_dir)
     print_evaluation(result)
     report(out_dir)
 
 
-def run_protocol(config_path: Path, protocol: str, k: int, groups: list[str], data: list[str] | None,
-                 out_dir: Path | None) -> None:
-    from synthdet.evaluation.protocols import PROTOCOL_COLUMNS, kfold, leave_one_source_out, protocol_summary_line
+@app.command()
+def protocol(
+    config_path: Path = typer.Argument(..., metavar="CONFIG", help="training config (.yaml)"),
+    kind: str = typer.Option("leave-one-source-out", "--kind", help="leave-one-source-out or kfold"),
+    data: Optional[List[str]] = typer.Option(
+        None, "--data", "-d", help="replace the config's sources: folder, .csv manifest or .yaml (repeatable)"
+    ),
+    k: int = typer.Option(5, help="folds for --kind kfold"),
+    group: Optional[List[str]] = typer.Option(
+        None, help="NAME=src1,src2: hold these sources out together (leave-one-source-out; repeatable)"
+    ),
+    out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (one run per fold, table, report)"),
+):
+    """Will it generalize? Train one model per held-out source (or fold) and test it on what it never saw.
 
-    if config_path.suffix.lower() not in (".yaml", ".yml"):
-        raise ConfigError(f"{config_path}: --protocol trains models, so TARGET must be a training config (.yaml)")
+    leave-one-source-out: train on all sources but one, test on every image of that one,
+    for each source; kfold: stratified folds that never split a group.
+    """
     config = load_config(config_path)
     if data:
         config.data.sources = sources_from_arguments(data)
     named = {}
-    for item in groups:
+    for item in group or []:
         name, _, members = item.partition("=")
         if not members:
             raise ConfigError(f"--group {item!r} must look like NAME=source1,source2")
         named[name] = [m.strip() for m in members.split(",") if m.strip()]
-    out_dir = out_dir or new_run_dir(Path("runs/protocols"), f"{config.name}-{protocol}")
-    if protocol == "leave-one-source-out":
+    out_dir = out_dir or new_run_dir(Path("runs/protocols"), f"{config.name}-{kind}").root
+    if kind == "leave-one-source-out":
         summary = leave_one_source_out(config, out_dir, named, progress=True)
-    elif protocol == "kfold":
+    elif kind == "kfold":
         summary = kfold(config, out_dir, k, progress=True)
     else:
-        raise ConfigError(f"unknown protocol {protocol!r}; use leave-one-source-out or kfold")
+        raise ConfigError(f"unknown protocol {kind!r}; use leave-one-source-out or kfold")
     table = Table(*PROTOCOL_COLUMNS, title=summary["protocol"])
     for row in summary["rows"]:
         table.add_row(*(fmt(row.get(c)) for c in PROTOCOL_COLUMNS))
@@ -176,12 +183,10 @@ def robustness(
     device: str = DEVICE,
 ):
     """Accuracy and ROC-AUC under JPEG, downscaling, blur, noise and smaller crops."""
-    from synthdet.evaluation.robustness import run_robustness, write_robustness
-
     records = records_from_arguments(data, split=split, label=label)
     rows = run_robustness(Detector.load(checkpoint, device), records, batch_size=batch_size, workers=workers,
                           progress=True)
-    out_dir = out_dir or new_run_dir(Path("runs/robustness"), checkpoint.parent.name or "robustness")
+    out_dir = out_dir or new_run_dir(Path("runs/robustness"), checkpoint.parent.name or "robustness").root
     write_robustness(rows, out_dir)
     table = Table("perturbation", "level", "n", "accuracy", "ROC-AUC", "mean P(synth)", title="Robustness")
     for row in rows:
@@ -201,8 +206,6 @@ def calibrate(
     device: str = DEVICE,
 ):
     """Fit temperature scaling (and optionally a threshold for a target FPR) and store them in CHECKPOINT."""
-    from synthdet.evaluation.calibration import calibrate_checkpoint
-
     records = records_from_arguments(data, split=split)
     result = calibrate_checkpoint(checkpoint, records, target_fpr, out_dir or checkpoint.parent, device)
     out.print(f"temperature {result.temperature:.4g}, threshold {result.threshold:.4g}; NLL {result.nll_before:.4f}"
@@ -214,8 +217,6 @@ def calibrate(
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="a training, evaluation, robustness or protocol folder")):
     """Write RUN_DIR/report.md and a self-contained RUN_DIR/report.html."""
-    from synthdet.evaluation.report import write_report
-
     md_path, html_path = write_report(run_dir)
     out.print(f"report: {html_path} (and {md_path.name})")
 
@@ -250,8 +251,6 @@ def predict(
     Images larger than the crop are covered with tiles whose verdicts are aggregated;
     videos are sampled, scored frame by frame and smoothed over time. Failures are listed.
     """
-    from synthdet.inference.video import VideoError, is_video, predict_video
-
     detector = Detector.load(checkpoint, device, precision=precision, channels_last=channels_last, compile=compile)
     options = PredictOptions(tiles=tiles, overlap=overlap, max_tiles=max_tiles, aggregate=aggregate, tta=tta,
                              threshold=threshold, keep_tiles=heatmap is not None, batch_size=batch_size,
@@ -263,8 +262,6 @@ def predict(
         for p in detector.predict_iter(images, progress=output.style == "table", options=options):
             output.image(p)
             if heatmap is not None and p.ok:
-                from synthdet.inference.heatmap import write_heatmap
-
                 write_heatmap(load_image(p.input).pixels, p, heatmap)
     for video in videos:
         try:
@@ -334,8 +331,6 @@ def export(
     """Export features + network to ONNX (metadata inside); synthdet.load and predict accept the file."""
     if format != "onnx":
         raise ConfigError(f"unknown export format {format!r}; only onnx is supported")
-    from synthdet.inference.onnx_export import export_onnx
-
     path, difference = export_onnx(checkpoint, out_path or checkpoint.with_suffix(".onnx"))
     out.print(f"wrote {path} (largest logit difference to torch on a test batch: {difference:.2e})")
 
@@ -391,8 +386,6 @@ def demo(
     epochs: Optional[int] = typer.Option(None, help="override the demo's epochs"),
 ):
     """Generate toy data, train, and print the per-source test table (a few minutes on 2 CPUs)."""
-    from synthdet.data.toy import write_toy_dataset
-
     started = time.perf_counter()
     out.print(f"writing toy dataset to {out_dir / 'data'} ...")
     sources = write_toy_dataset(out_dir / "data", images_per_source)
@@ -402,9 +395,9 @@ def demo(
     if epochs:
         raw["train"]["epochs"] = epochs
     config = resolve_paths(config_from_dict(raw, "demo config"), Path.cwd())
-    result = run_training(config)
-    evaluate_test_split(result, config, title="Demo: test split of the toy data (best checkpoint)")
-    report(result.run_dir)
+    result = pipeline.train(config)
+    print_evaluation(result.test, title="Demo: test split of the toy data (best checkpoint)")
+    out.print(f"report: {RunDir(result.run_dir).report_html}")
     out.print(f"checkpoint: {result.best_checkpoint}   ({time.perf_counter() - started:.0f} s in all)")
     out.print("try:  synthdet predict " + f"{result.best_checkpoint} {out_dir / 'data' / 'camera-shapes'}")
 
@@ -416,8 +409,6 @@ def toy_data(
     seed: int = typer.Option(0),
 ):
     """Write the toy dataset and a config (toy.yaml) that trains on it."""
-    from synthdet.data.toy import write_toy_dataset
-
     sources = write_toy_dataset(out_dir, images_per_source, seed=seed)
     raw = yaml.safe_load(resources.files("synthdet.resources").joinpath("demo.yaml").read_text())
     raw["name"] = "toy"
@@ -433,8 +424,6 @@ def import_cifake(
     attention: bool = typer.Option(False, help="the SRM-attention variant (SRM_model.pth)"),
 ):
     """Import a peer project's CIFAKE CNN so it runs through synthdet's evaluate/predict."""
-    from synthdet.importers import import_aics_cifake
-
     out.print(f"wrote {import_aics_cifake(weights, checkpoint, attention)}")
 
 
@@ -442,19 +431,6 @@ def import_cifake(
 def info(checkpoint: Path = typer.Argument(...)):
     """Print a checkpoint's metadata (model, features, crop, classes, threshold, training summary)."""
     print(read_metadata(checkpoint).model_dump_json(indent=2))
-
-
-def evaluate_test_split(result, config, title: str) -> EvaluationResult | None:
-    """Score the run's test split with its best checkpoint; results go to RUN_DIR/test."""
-    records = read_split_csv(result.run_dir / "splits.csv", "test")
-    if not records:
-        out.print("no test split to evaluate")
-        return None
-    detector = Detector.load(result.best_checkpoint, config.train.device)
-    evaluation = evaluate_records(detector, records, workers=config.data.workers, progress=True)
-    write_evaluation(evaluation, result.run_dir / "test")
-    print_evaluation(evaluation, title=title)
-    return evaluation
 
 
 def print_evaluation(result: EvaluationResult, title: str = "Evaluation") -> None:

@@ -24,6 +24,10 @@ from pydantic import (
     model_validator,
 )
 
+from synthdet.data.decode import DEFAULT_MAX_PIXELS
+from synthdet.features import REPRESENTATIONS
+from synthdet.models import list_models
+
 
 class ConfigError(ValueError):
     """A configuration problem, phrased for the person who wrote the YAML."""
@@ -104,7 +108,7 @@ class DataConfig(_Strict):
     crop: CropSize = Field((224, 224), description="model input size: int, 'WxH' or [height, width]")
     balance: bool = Field(True, description="sample training images so both classes are seen equally often")
     workers: int = Field(-1, ge=-1, description="decoding worker processes; -1 = one per CPU core")
-    max_pixels: int = Field(100_000_000, gt=0, description="larger JPEGs are decoded at reduced scale, others refused")
+    max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="larger JPEGs are decoded at reduced scale, others refused")
 
 
 class FeatureConfig(_Strict):
@@ -115,8 +119,6 @@ class FeatureConfig(_Strict):
     @field_validator("representations")
     @classmethod
     def _known(cls, names: list[str]) -> list[str]:
-        from synthdet.features import REPRESENTATIONS
-
         unknown = [n for n in names if n not in REPRESENTATIONS]
         if unknown:
             raise ValueError(f"unknown representation(s) {unknown}; available: {sorted(REPRESENTATIONS)}")
@@ -125,14 +127,14 @@ class FeatureConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = "resnet18"
-    pretrained: Path | None = Field(None, description="local weights file (.safetensors or .pth state dict)")
+    pretrained: Path | None = Field(
+        None, description="local weights file (.safetensors or .pth state dict, or a synthdet checkpoint)"
+    )
     options: dict[str, Any] = Field(default_factory=dict, description="extra constructor arguments")
 
     @field_validator("name")
     @classmethod
     def _registered(cls, name: str) -> str:
-        from synthdet.models import list_models
-
         if name not in list_models():
             raise ValueError(f"unknown model {name!r}; available: {list_models()}")
         return name

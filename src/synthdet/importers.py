@@ -11,11 +11,9 @@ from pathlib import Path
 
 import torch
 
-from synthdet.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
+from synthdet.checkpoint import CheckpointMeta, ModelSpec, Normalization, read_pretrained
 from synthdet.config import FeatureConfig
-from synthdet.features import FeatureExtractor
-from synthdet.models import DetectorNet, create_model
-from synthdet.models.registry import read_state_dict
+from synthdet.network import build_network, save_network
 
 AICS_LAYERS = ("conv1", "conv2", "fc1", "fc2")
 
@@ -29,19 +27,16 @@ def import_aics_cifake(weights: str | Path, out: str | Path, attention: bool = F
     ``attention`` selects the SRM variant (the released files hold its keys either way).
     """
     weights = Path(weights)
-    state = read_state_dict(weights)
+    state = read_pretrained(weights)
     name = "cifake_cnn_srm" if attention else "cifake_cnn"
-    backbone = create_model(name, in_chans=3, num_classes=2)
+    features = FeatureConfig(representations=["rgb"])
+    net = build_network(features, name, normalization=Normalization(mean=[0.5] * 3, std=[0.5] * 3))
     keep = AICS_LAYERS + (("attend",) if attention else ())
     mapped = {k: v for k, v in state.items() if k.split(".")[0] in keep}
     z_weight, z_bias = state["fc3.weight"], state["fc3.bias"]  # 1 x 84, 1
     mapped["fc3.weight"] = torch.cat([torch.zeros_like(z_weight), -z_weight])
     mapped["fc3.bias"] = torch.cat([torch.zeros_like(z_bias), -z_bias])
-    backbone.load_state_dict(mapped)
-
-    features = FeatureConfig(representations=["rgb"])
-    net = DetectorNet(FeatureExtractor(features.representations), backbone)
-    net.normalize.set_stats(torch.full((3,), 0.5), torch.full((3,), 0.5))
+    net.backbone.load_state_dict(mapped)
     meta = CheckpointMeta(
         model=ModelSpec(name=name, in_chans=3),
         features=features,
@@ -52,4 +47,4 @@ def import_aics_cifake(weights: str | Path, out: str | Path, attention: bool = F
             "weights_sha1": hashlib.sha1(weights.read_bytes()).hexdigest(),
         },
     )
-    return save_checkpoint(out, net, meta)
+    return save_network(out, net, meta)

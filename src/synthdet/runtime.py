@@ -31,22 +31,25 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def autocast(device: torch.device, enabled: bool = True):
-    """Training's mixed precision: bfloat16 autocast on GPUs that support it, else a no-op."""
-    if enabled and device.type == "cuda" and torch.cuda.is_bf16_supported():
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def inference_precision(device: torch.device, precision: str = "fp32"):
-    """Autocast for inference: ``bf16`` runs the backbone in bfloat16 (features stay float32).
-
-    It pays only where bfloat16 is native (GPUs; CPUs with AVX512-BF16 or AMX); elsewhere
-    it is emulated and slower than fp32. It also moves the probabilities slightly, so fp32
-    stays the default; benchmarks/throughput.py measures both effects on the machine at hand.
-    """
+def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision == "bf16":
+    return precision
+
+
+def training_precision(amp: bool, device: torch.device) -> str:
+    """``train.amp`` means bfloat16 on a GPU that has it; CPUs train in fp32."""
+    return "bf16" if amp and device.type == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+
+
+def autocast(device: torch.device, precision: str = "fp32"):
+    """The one precision switch: ``bf16`` runs the backbone under bfloat16 autocast.
+
+    Features stay float32 (see FeatureExtractor). bfloat16 pays only where it is native
+    (GPUs; CPUs with AVX512-BF16 or AMX); elsewhere it is emulated and slower than fp32.
+    It also moves probabilities slightly, so fp32 is the default for inference;
+    benchmarks/throughput.py measures both effects on the machine at hand.
+    """
+    if check_precision(precision) == "bf16":
         return torch.autocast(device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()

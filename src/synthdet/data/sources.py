@@ -14,7 +14,7 @@ from collections import Counter
 from dataclasses import dataclass, asdict
 from pathlib import Path
 
-from synthdet.config import SourceConfig, SplitFractions
+from synthdet.config import SourceConfig, SplitFractions, load_config
 from synthdet.data.decode import image_extensions
 from synthdet.data.labels import CLASS_NAMES, LABEL_ALIASES, parse_label
 
@@ -73,8 +73,6 @@ def collect_records(
 
 def sources_from_arguments(specs: list[str | Path], label: str | None = None) -> list[SourceConfig]:
     """Training sources named on a command line: folders, CSV manifests, or the sources of YAML configs."""
-    from synthdet.config import load_config
-
     sources: list[SourceConfig] = []
     for spec in specs:
         path = Path(spec)
@@ -93,8 +91,6 @@ def records_from_arguments(specs: list[str | Path], split: str = "test", label: 
     manifest given directly is evaluation data: all its images count as test images
     (a manifest's own ``split`` column, if any, still applies).
     """
-    from synthdet.config import load_config
-
     records: list[ImageRecord] = []
     for spec in specs:
         path = Path(spec)

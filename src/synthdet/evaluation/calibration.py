@@ -18,6 +18,12 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import minimize_scalar
 
+from synthdet.checkpoint import rewrite_metadata
+from synthdet.evaluation.plots import reliability_diagram
+from synthdet.inference.detector import Detector
+from synthdet.inference.scoring import probability_synthetic
+from synthdet.rundir import RunDir
+
 ECE_BINS = 15
 #: Temperatures are searched in [1/20, 100]; a fit at the lower bound means the validation
 #: split is separated perfectly, so it cannot tell how confident the model should be.
@@ -94,8 +100,8 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor, target_fpr: float | No
     """Fit T on (validation) logits; pick the threshold for ``target_fpr`` if given."""
     logits, labels = logits.float(), labels.long()
     temperature = fit_temperature(logits, labels)
-    before = torch.softmax(logits.double(), 1)[:, 1].numpy()
-    after = torch.softmax(logits.double() / temperature, 1)[:, 1].numpy()
+    before = probability_synthetic(logits.double()).numpy()
+    after = probability_synthetic(logits.double(), temperature).numpy()
     y = labels.numpy()
     threshold = default_threshold if target_fpr is None else threshold_for_fpr(y, after, target_fpr)
     predicted = after >= threshold
@@ -121,9 +127,6 @@ def calibrate_checkpoint(checkpoint: Path, records, target_fpr: float | None = N
 
     Writes ``calibration.json`` and ``reliability.png`` to ``out_dir`` when given.
     """
-    from synthdet.checkpoint import rewrite_metadata
-    from synthdet.inference.detector import Detector
-
     detector = Detector.load(checkpoint, device)
     logits, labels = [], []
     for batch, batch_logits in detector.iter_batches([r.path for r in records], workers=workers):
@@ -138,11 +141,10 @@ def calibrate_checkpoint(checkpoint: Path, records, target_fpr: float | None = N
                                             "calibration": result.to_dict()})
     rewrite_metadata(checkpoint, meta)
     if out_dir is not None:
-        from synthdet.evaluation.plots import reliability_diagram
-
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "calibration.json").write_text(json.dumps(result.to_dict(), indent=2))
-        before = torch.softmax(logits_t, 1)[:, 1].numpy()
-        after = torch.softmax(logits_t / result.temperature, 1)[:, 1].numpy()
-        reliability_diagram(labels_t.numpy(), before, after, out_dir / "reliability.png")
+        out = RunDir(out_dir)
+        out.root.mkdir(parents=True, exist_ok=True)
+        out.calibration.write_text(json.dumps(result.to_dict(), indent=2))
+        before = probability_synthetic(logits_t).numpy()
+        after = probability_synthetic(logits_t, result.temperature).numpy()
+        reliability_diagram(labels_t.numpy(), before, after, out.reliability)
     return result

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthdet.data.loader import SkipLog
 from synthdet.data.sources import ImageRecord
+from synthdet.evaluation import plots
 from synthdet.evaluation.metrics import binary_metrics, mean_source_accuracy, per_source_rows
+from synthdet.evaluation.tables import fmt, markdown_table
 from synthdet.inference.detector import Detector, Prediction, PredictOptions
+from synthdet.rundir import RunDir
 
 SOURCE_COLUMNS = ("source", "n", "n_real", "n_synthetic", "accuracy", "mean_p_synthetic", "roc_auc")
 
@@ -23,6 +25,9 @@ class EvaluationResult:
     mean_source_accuracy: float
     skipped: SkipLog
     predictions: list[tuple[ImageRecord, Prediction]] = field(default_factory=list)
+
+    def scored(self) -> list[tuple[ImageRecord, Prediction]]:
+        return [(r, p) for r, p in self.predictions if p.ok]
 
     def to_json(self) -> dict:
         return {
@@ -47,80 +52,68 @@ def evaluate_records(
     By default each image is scored on the checkpoint's center crop, as validation during
     training was, so the numbers compare; ``tiles=True`` scores like ``predict``.
     """
-    threshold = detector.threshold if threshold is None else threshold
+    threshold = detector.threshold_for(threshold)
     options = PredictOptions(tiles=tiles, threshold=threshold, batch_size=batch_size, workers=workers)
-    predictions = detector.score_items([r.path for r in records], options, progress)
-    pairs = list(zip(records, predictions))
+    pairs = list(zip(records, detector.score_items([r.path for r in records], options, progress)))
     skipped = SkipLog()
     for record, prediction in pairs:
         if not prediction.ok:
             skipped.add(record.path, prediction.error, "evaluate")
     scored = [(r, p) for r, p in pairs if p.ok]
-    labels = [r.label for r, _ in scored]
-    probs = [p.prob_synthetic for _, p in scored]
+    labels, probs = labels_and_probs(scored)
     rows = per_source_rows([r.source for r, _ in scored], labels, probs, threshold)
     return EvaluationResult(binary_metrics(labels, probs, threshold), rows, mean_source_accuracy(rows), skipped, pairs)
 
 
+def labels_and_probs(scored: list[tuple[ImageRecord, Prediction]]) -> tuple[list[int], list[float]]:
+    """True labels and P(synthetic) of scored (record, prediction) pairs, for the metric functions."""
+    return [r.label for r, _ in scored], [p.prob_synthetic for _, p in scored]
+
+
 def write_evaluation(result: EvaluationResult, out_dir: Path, figures: bool = True) -> None:
     """metrics.json, metrics.md (tables), predictions.csv, skipped.csv and figures in ``out_dir``."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    (out_dir / "metrics.json").write_text(json.dumps(result.to_json(), indent=2))
-    (out_dir / "metrics.md").write_text(markdown_summary(result))
-    with (out_dir / "predictions.csv").open("w", newline="") as fh:
+    out = RunDir(out_dir)
+    out.root.mkdir(parents=True, exist_ok=True)
+    out.metrics.write_text(json.dumps(result.to_json(), indent=2))
+    out.metrics_md.write_text(markdown_summary(result))
+    with out.predictions.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "source", "label", "predicted", "prob_synthetic", "error"])
         for record, pred in result.predictions:
             prob = "" if pred.prob_synthetic is None else f"{pred.prob_synthetic:.6f}"
             writer.writerow([record.path, record.source, record.label_name, pred.label or "", prob, pred.error or ""])
-    result.skipped.write(out_dir / "skipped.csv")
+    result.skipped.write(out.skipped)
     if figures:
-        write_figures(result, out_dir)
+        write_figures(result, out)
 
 
 GALLERY_SIZE = 12
+#: Gallery figure name -> (true class, whether the call was right, title).
+GALLERIES = {
+    "gallery_real_correct": (0, True, "real, correctly classified"),
+    "gallery_real_as_synthetic": (0, False, "real classified as synthetic"),
+    "gallery_synthetic_correct": (1, True, "synthetic, correctly classified"),
+    "gallery_synthetic_as_real": (1, False, "synthetic classified as real"),
+}
 
 
-def write_figures(result: EvaluationResult, out_dir: Path) -> None:
+def write_figures(result: EvaluationResult, out: RunDir) -> None:
     """Confusion matrix, ROC and precision-recall curves, and galleries of right and wrong calls.
 
     Galleries show, per true class, the most confident correct and the most confident wrong
     predictions, with P(synthetic) printed on each thumbnail.
     """
-    from synthdet.evaluation import plots
-
-    scored = [(r, p) for r, p in result.predictions if p.ok]
-    labels = [r.label for r, _ in scored]
-    probs = [p.prob_synthetic for _, p in scored]
-    plots.confusion_matrix_plot(result.metrics["confusion_matrix"], out_dir / "confusion.png")
+    scored = result.scored()
+    labels, probs = labels_and_probs(scored)
+    plots.confusion_matrix_plot(result.metrics["confusion_matrix"], out.figure("confusion"))
     if len(set(labels)) == 2:
-        plots.roc_and_pr(labels, probs, out_dir / "roc.png", out_dir / "pr.png")
-    for true_label, name, other in ((0, "real", "synthetic"), (1, "synthetic", "real")):
-        of_class = [(r, p) for r, p in scored if r.label == true_label]
-        correct = [(r, p) for r, p in of_class if p.label == name]
-        wrong = [(r, p) for r, p in of_class if p.label != name]
+        plots.roc_and_pr(labels, probs, out.figure("roc"), out.figure("pr"))
+    for figure, (true_label, right, title) in GALLERIES.items():
+        items = [(r, p) for r, p in scored if r.label == true_label and (p.label == r.label_name) == right]
         # Most confident first: far from the threshold in the predicted direction.
-        correct.sort(key=lambda rp: abs(rp[1].prob_synthetic - 0.5), reverse=True)
-        wrong.sort(key=lambda rp: abs(rp[1].prob_synthetic - 0.5), reverse=True)
-        for items, suffix, title in ((correct, "correct", f"{name}, correctly classified"),
-                                     (wrong, f"as_{other}", f"{name} classified as {other}")):
-            thumbs = [(r.path, p.prob_synthetic) for r, p in items[:GALLERY_SIZE]]
-            plots.gallery(thumbs, f"{title} ({len(items)} in all)", out_dir / f"gallery_{name}_{suffix}.png")
-
-
-def fmt(value) -> str:
-    """Numbers as people read them in a table: 0.97312 -> 0.973, None -> n/a."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return "n/a"
-    if isinstance(value, float):
-        return f"{value:.3f}"
-    return str(value)
-
-
-def markdown_table(rows: list[dict], columns: tuple[str, ...]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(fmt(row.get(c)) for c in columns) + " |" for row in rows]
-    return "\n".join(lines)
+        items.sort(key=lambda rp: abs(rp[1].prob_synthetic - 0.5), reverse=True)
+        thumbs = [(r.path, p.prob_synthetic) for r, p in items[:GALLERY_SIZE]]
+        plots.gallery(thumbs, f"{title} ({len(items)} in all)", out.figure(figure))
 
 
 def markdown_summary(result: EvaluationResult) -> str:

@@ -12,7 +12,7 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import ImageOps  # noqa: E402
+from PIL import Image, ImageOps  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
@@ -125,6 +125,4 @@ def gallery(items: list[tuple[str, float]], title: str, path: Path, columns: int
 
 
 def _pil(path: str):
-    from PIL import Image
-
     return Image.fromarray(load_image(path).pixels)

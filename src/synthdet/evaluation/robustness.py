@@ -20,8 +20,11 @@ import numpy as np
 from synthdet.data.augment import gaussian_blur, gaussian_noise, jpeg_compress, rescale
 from synthdet.data.sources import ImageRecord
 from synthdet.data.transforms import center_crop
+from synthdet.evaluation import plots
+from synthdet.evaluation.evaluate import labels_and_probs
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.detector import Detector, PredictOptions
+from synthdet.rundir import RunDir
 
 MARGIN = 16  # pixels of context kept around the crop for blur kernels and JPEG blocks
 
@@ -91,9 +94,7 @@ def run_robustness(detector: Detector, records: list[ImageRecord], sweep: list[P
         transform = PerturbedCrop(detector.crop, perturbation)
         options = PredictOptions(tiles=False, batch_size=batch_size, workers=workers)
         predictions = list(detector.score_items(paths, options, progress, transform=transform))
-        scored = [(r, p) for r, p in zip(records, predictions) if p.ok]
-        labels = [r.label for r, _ in scored]
-        probs = [p.prob_synthetic for _, p in scored]
+        labels, probs = labels_and_probs([(r, p) for r, p in zip(records, predictions) if p.ok])
         m = binary_metrics(labels, probs, detector.threshold)
         rows.append({"perturbation": perturbation.kind, "level": perturbation.level, "unit": perturbation.unit,
                      "n": m["n"], "accuracy": m["accuracy"], "roc_auc": m["roc_auc"],
@@ -103,12 +104,11 @@ def run_robustness(detector: Detector, records: list[ImageRecord], sweep: list[P
 
 def write_robustness(rows: list[dict], out_dir: Path) -> None:
     """robustness.csv, robustness.json and robustness.png (curves) in ``out_dir``."""
-    from synthdet.evaluation.plots import robustness_curves
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    with (out_dir / "robustness.csv").open("w", newline="") as fh:
+    out = RunDir(out_dir)
+    out.root.mkdir(parents=True, exist_ok=True)
+    with out.robustness_csv.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    (out_dir / "robustness.json").write_text(json.dumps(rows, indent=2))
-    robustness_curves(rows, out_dir / "robustness.png")
+    out.robustness.write_text(json.dumps(rows, indent=2))
+    plots.robustness_curves(rows, out.figure("robustness"))

@@ -1,6 +1,6 @@
 """Compose representations into one multi-channel input and normalize it.
 
-The extractor is part of the network (:class:`synthdet.models.DetectorNet`), so features
+The extractor is part of the network (:class:`synthdet.network.DetectorNet`), so features
 are computed in torch on the batch, on the model's device, and an exported model carries
 them too.
 """

@@ -24,14 +24,16 @@ from typing import Iterable, Iterator, Sequence
 import torch
 from PIL import Image
 
-from synthdet.checkpoint import CheckpointMeta, load_checkpoint
+from synthdet.checkpoint import CheckpointMeta
 from synthdet.config import ConfigError
 from synthdet.data.loader import Batch, ImageDataset, ImageInput, item_name, make_loader
 from synthdet.data.transforms import EvalTransform
 from synthdet.inference.inputs import expand_inputs
+from synthdet.inference.onnx_export import load_onnx
 from synthdet.inference.scoring import forward_views, iter_logits, probability_synthetic
 from synthdet.inference.tiles import TileTransform
-from synthdet.runtime import resolve_device
+from synthdet.network import load_network
+from synthdet.runtime import check_precision, resolve_device
 
 
 @dataclass
@@ -97,7 +99,7 @@ class Detector:
         self.net = net.to(device).eval()
         self.meta = meta
         self.device = device
-        self.precision = precision
+        self.precision = check_precision(precision)
         if channels_last:
             self.net.use_channels_last()
         self.runner = torch.compile(self.net) if compile else self.net
@@ -105,11 +107,13 @@ class Detector:
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", **runtime) -> "Detector":
         if Path(path).suffix == ".onnx":
-            from synthdet.inference.onnx_export import load_onnx
-
+            asked = {k: v for k, v in runtime.items() if v not in (False, "fp32")}
+            if asked or device not in ("auto", "cpu"):
+                raise ConfigError(f"{path}: an ONNX model runs on onnxruntime's CPU provider; device and runtime "
+                                  f"switches ({', '.join(asked) or device}) apply to .safetensors checkpoints only")
             net, meta = load_onnx(path)
             return cls(net, meta, torch.device("cpu"))
-        net, meta = load_checkpoint(path)
+        net, meta = load_network(path)
         return cls(net, meta, resolve_device(device), **runtime)
 
     @property
@@ -119,6 +123,10 @@ class Detector:
     @property
     def threshold(self) -> float:
         return self.meta.threshold
+
+    def threshold_for(self, override: float | None) -> float:
+        """The decision threshold: ``override`` when given, else the checkpoint's."""
+        return self.threshold if override is None else override
 
     def predict(self, inputs: ImageInput | Iterable[ImageInput], progress: bool = False, **options) -> list[Prediction]:
         """Score files, folders, glob patterns or PIL images; one :class:`Prediction` each, in order.
@@ -155,14 +163,14 @@ class Detector:
         images_per_batch = max(1, batch_size // 8) if isinstance(transform, TileTransform) else batch_size
         dataset = ImageDataset(items, transform)
         loader = make_loader(dataset, images_per_batch, workers, pin_memory=self.device.type == "cuda")
-        yield from iter_logits(self.runner, loader, self.device, progress="predict" if progress else None,
-                               max_views=batch_size, precision=self.precision)
+        yield from iter_logits(self.runner, loader, self.device, self.precision,
+                               progress="predict" if progress else None, max_views=batch_size)
 
     def score_items(self, items: Sequence[ImageInput], options: PredictOptions | None = None,
                     progress: bool = False, transform=None) -> Iterator[Prediction]:
         """Predictions for already expanded items (paths or PIL images), in input order."""
         options = options or PredictOptions()
-        threshold = self.threshold if options.threshold is None else options.threshold
+        threshold = self.threshold_for(options.threshold)
         transform = transform or self.view_transform(options)
         for batch, logits in self.iter_batches(items, options.batch_size, options.workers, progress, transform):
             flipped = self._flipped_logits(batch, options.batch_size) if options.tta and len(batch) else None

@@ -1,6 +1,6 @@
 """ONNX export of the whole network (features included) and loading it with onnxruntime.
 
-The exported graph takes the same uint8 batch as :class:`~synthdet.models.DetectorNet`
+The exported graph takes the same uint8 batch as :class:`~synthdet.network.DetectorNet`
 (B x 3 x h x w, any B) and returns the same logits; the FFT, DCT and residual features
 are ONNX operators inside it. The checkpoint's metadata travels in the ONNX file's
 ``metadata_props`` (key ``synthdet``), so ``synthdet.load("model.onnx")`` needs nothing else.
@@ -15,14 +15,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthdet.checkpoint import METADATA_KEY, CheckpointError, CheckpointMeta, load_checkpoint
+from synthdet.checkpoint import METADATA_KEY, CheckpointError, CheckpointMeta
+from synthdet.network import load_network
 
 
 def export_onnx(checkpoint: str | Path, out_path: str | Path) -> tuple[Path, float]:
     """Write ``out_path``; returns it with the largest |logit| difference to torch on a test batch."""
     import onnx
 
-    net, meta = load_checkpoint(checkpoint)
+    net, meta = load_network(checkpoint)
     out_path = Path(out_path)
     height, width = meta.crop
     example = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))

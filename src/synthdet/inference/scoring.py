@@ -8,17 +8,16 @@ import torch
 from tqdm.auto import tqdm
 
 from synthdet.data.loader import Batch
-from synthdet.runtime import autocast, inference_precision
+from synthdet.runtime import autocast
 
 
 def iter_logits(
     net: torch.nn.Module,
     loader: Iterable[Batch],
     device: torch.device,
-    amp: bool = True,
+    precision: str = "fp32",
     progress: str | None = None,
     max_views: int | None = None,
-    precision: str = "fp32",
 ) -> Iterator[tuple[Batch, torch.Tensor]]:
     """Yield each batch with the logits of its views (float32, on the CPU).
 
@@ -32,7 +31,7 @@ def iter_logits(
             if len(batch) == 0:
                 yield batch, torch.empty(0, 2)
                 continue
-            yield batch, forward_views(net, batch.images, device, max_views, precision, amp)
+            yield batch, forward_views(net, batch.images, device, max_views, precision)
 
 
 #: Pixels per forward pass on the CPU. Larger passes do not run faster there (fp32 ResNet-18
@@ -44,7 +43,7 @@ CPU_PIXELS_PER_PASS = 400_000
 
 
 def forward_views(net: torch.nn.Module, images: torch.Tensor, device: torch.device, max_views: int | None = None,
-                  precision: str = "fp32", amp: bool = True) -> torch.Tensor:
+                  precision: str = "fp32") -> torch.Tensor:
     """Logits of ``images`` (float32, CPU), at most ``max_views`` through the network at once.
 
     On the CPU, passes are further capped at ``CPU_PIXELS_PER_PASS`` pixels.
@@ -55,11 +54,11 @@ def forward_views(net: torch.nn.Module, images: torch.Tensor, device: torch.devi
     logits = []
     with torch.inference_mode():
         for chunk in images.split(views):
-            with autocast(device, amp), inference_precision(device, precision):
+            with autocast(device, precision):
                 logits.append(net(chunk.to(device, non_blocking=True)).float().cpu())
     return torch.cat(logits)
 
 
 def probability_synthetic(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     """Softmax probability of class 1 (synthetic) after temperature scaling."""
-    return torch.softmax(logits.float() / temperature, dim=1)[:, 1]
+    return torch.softmax(logits / temperature, dim=1)[:, 1]

@@ -98,7 +98,7 @@ def predict_video(detector: Detector, path: str | Path, fps: float | None = 2.0,
                   window: int = 5, method: str = "mean", options: PredictOptions | None = None) -> VideoPrediction:
     """Score sampled frames of one video and smooth them over time."""
     options = options or PredictOptions()
-    threshold = detector.threshold if options.threshold is None else options.threshold
+    threshold = detector.threshold_for(options.threshold)
     frames: list[FramePrediction] = []
     sampled = iter_frames(path, fps, every)
     while chunk := list(itertools.islice(sampled, options.batch_size)):

@@ -81,8 +81,6 @@ class OneClassNet(nn.Module):
     distance beyond the radius and 0.5 sits exactly on the sphere.
     """
 
-    one_class = True
-
     def __init__(self, embedder: nn.Module, head: nn.Module):
         super().__init__()
         self.embedder = embedder
@@ -110,6 +108,10 @@ class OneClassNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         outside = (self.distance2(x) - self.radius2) / self.scale
         return torch.stack([torch.zeros_like(outside), outside], dim=1)
+
+    def distance2_from_logits(self, logits: torch.Tensor) -> torch.Tensor:
+        """Squared distances behind logits this head produced (the inverse of :meth:`forward`)."""
+        return logits[:, 1] * self.scale + self.radius2
 
 
 def _embedder(in_chans: int, backbone: str, backbone_options: dict | None, pretrained) -> nn.Module:

@@ -1,4 +1,4 @@
-"""One name -> one constructor (the timm pattern), plus loading local pretrained weights.
+"""One name -> one constructor (the timm pattern), plus fitting a pretrained state dict into a model.
 
 Each registered constructor takes ``in_chans`` and ``num_classes`` (and its own keyword
 options) and returns an ``nn.Module`` mapping B x in_chans x H x W to B x num_classes.
@@ -7,8 +7,7 @@ options) and returns an ``nn.Module`` mapping B x in_chans x H x W to B x num_cl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import torch
 from torch import nn
@@ -58,45 +57,21 @@ def model_entry(name: str) -> ModelEntry:
 
 
 def create_model(
-    name: str, in_chans: int = 3, num_classes: int = 2, pretrained: str | Path | None = None, **options
+    name: str, in_chans: int = 3, num_classes: int = 2, pretrained: Mapping[str, torch.Tensor] | None = None,
+    **options,
 ) -> nn.Module:
-    """Build a registered model; ``pretrained`` is a local weights file (nothing is downloaded)."""
+    """Build a registered model, starting from the ``pretrained`` state dict when one is given.
+
+    Weights are read elsewhere (:func:`synthdet.checkpoint.read_pretrained`): models never
+    touch files, so the registry stays free of formats and nothing here downloads.
+    """
     entry = model_entry(name)
     if entry.owns_pretrained:
         return entry.constructor(in_chans=in_chans, num_classes=num_classes, pretrained=pretrained, **options)
     model = entry.constructor(in_chans=in_chans, num_classes=num_classes, **options)
     if pretrained is not None:
-        load_pretrained(model, read_state_dict(pretrained), entry, in_chans)
+        load_pretrained(model, dict(pretrained), entry, in_chans)
     return model
-
-
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors from a .safetensors file or a plain torch state dict (loaded weights-only).
-
-    A synthdet checkpoint gives its backbone's weights, so a trained detector can be the
-    starting point (or frozen embedding) of another model.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: pretrained weights file not found")
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        state = load_file(str(path), device="cpu")
-        from synthdet.checkpoint import METADATA_KEY  # (imports models: import here, not at the top)
-
-        with safe_open(str(path), framework="pt") as fh:
-            is_synthdet = METADATA_KEY in (fh.metadata() or {})
-        if is_synthdet:
-            state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
-        return state
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
-    return state
 
 
 def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:

@@ -6,7 +6,7 @@ import itertools
 
 import torch
 
-from synthdet.models import DetectorNet
+from synthdet.network import DetectorNet
 
 
 def measure_feature_stats(

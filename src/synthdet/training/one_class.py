@@ -23,30 +23,31 @@ from synthdet.checkpoint import CheckpointError, read_metadata
 from synthdet.config import Config, ModelConfig, TrainConfig
 from synthdet.data.labels import REAL
 from synthdet.data.sources import ImageRecord
-from synthdet.features import FeatureExtractor
-from synthdet.models import DetectorNet, create_model
-from synthdet.training.trainer import SupervisedObjective, TrainingError, TrainResult, new_run_dir, run_stage
+from synthdet.network import DetectorNet, build_network
+from synthdet.rundir import RunDir, new_run_dir
+from synthdet.runtime import autocast
+from synthdet.training.trainer import SupervisedObjective, TrainingError, TrainResult, run_stage
 
 
 def train_one_class(config: Config, resume: str | Path | None, progress: bool,
                     records: list[ImageRecord] | None = None) -> TrainResult:
-    run_dir = Path(resume) if resume else new_run_dir(config.output_dir, config.name)
+    run_dir = RunDir(resume) if resume else new_run_dir(config.output_dir, config.name)
     embedding = config.model.pretrained
     if embedding is None:
         embedding = _train_embedding(config, run_dir, resume is not None, progress, records)
-    stage_resume = run_dir if resume and (run_dir / "resume.pt").is_file() else None
+    stage_resume = run_dir.root if resume and run_dir.resume.is_file() else None
     return run_stage(config, OneClassObjective(embedding, config), stage_resume, progress, run_dir=run_dir,
                      records=records)
 
 
-def _train_embedding(config: Config, run_dir: Path, resuming: bool, progress: bool,
+def _train_embedding(config: Config, run_dir: RunDir, resuming: bool, progress: bool,
                      records: list[ImageRecord] | None) -> Path:
     """Stage 1: the backbone trained supervised; its best checkpoint becomes the embedding."""
     options = config.model.options
     stage1 = config.model_copy(deep=True)
     stage1.model = ModelConfig(name=options.get("backbone", "resnet18"), options=options.get("backbone_options", {}))
-    stage1_dir = run_dir / "stage1"
-    resume = stage1_dir if resuming and (stage1_dir / "resume.pt").is_file() else None
+    stage1_dir = run_dir.stage1
+    resume = stage1_dir.root if resuming and stage1_dir.resume.is_file() else None
     result = run_stage(stage1, SupervisedObjective(), resume, progress, run_dir=stage1_dir, records=records)
     return result.best_checkpoint
 
@@ -82,15 +83,9 @@ class OneClassObjective:
 
     def build_network(self, config: Config) -> DetectorNet:
         """The frozen embedding with the features and normalization it was trained with."""
-        features = config.features
-        extractor = FeatureExtractor(features.representations, features.highpass_radius, features.grayscale)
-        head = create_model(config.model.name, in_chans=extractor.out_channels, pretrained=self.embedding,
-                            **config.model.options)
-        net = DetectorNet(extractor, head)
-        if self.embedding_meta is not None:
-            stats = self.embedding_meta.normalization
-            net.normalize.set_stats(torch.tensor(stats.mean), torch.tensor(stats.std))
-        return net
+        normalization = self.embedding_meta.normalization if self.embedding_meta is not None else None
+        return build_network(config.features, config.model.name, config.model.options, pretrained=self.embedding,
+                             normalization=normalization)
 
     def needs_feature_stats(self) -> bool:
         return self.embedding_meta is None
@@ -116,8 +111,9 @@ class OneClassObjective:
     def begin_epoch(self) -> None:
         self._distances = []
 
-    def loss(self, net: DetectorNet, images: torch.Tensor, labels: torch.Tensor, amp: bool) -> torch.Tensor:
-        d2 = net.backbone.distance2(net.inputs(images))
+    def loss(self, net: DetectorNet, images: torch.Tensor, labels: torch.Tensor, precision: str) -> torch.Tensor:
+        with autocast(images.device, precision):
+            d2 = net.backbone.distance2(net.inputs(images)).float()
         self._distances.append(d2.detach().cpu())
         r2 = net.backbone.radius2
         return r2 + torch.relu(d2 - r2).mean() / self.nu
@@ -131,9 +127,9 @@ class OneClassObjective:
         return {"mean_distance2": d2.mean().item(), "radius2": net.backbone.radius2.item()}
 
     def validation_loss(self, logits: torch.Tensor, labels: torch.Tensor, net: DetectorNet) -> float:
-        """The SVDD objective on real validation images (distances recovered from the logits)."""
+        """The SVDD objective on real validation images."""
         oc = net.backbone
-        d2 = logits[labels == REAL, 1] * oc.scale.item() + oc.radius2.item()
+        d2 = oc.distance2_from_logits(logits[labels == REAL])
         if len(d2) == 0:
             raise TrainingError("the validation split has no real images to select a one-class model on")
         return float(oc.radius2 + torch.relu(d2 - oc.radius2).mean() / self.nu)

@@ -1,9 +1,10 @@
 """Training: sources -> network -> epochs, with the checkpoint chosen on the validation split.
 
-One loop serves every model; what differs between supervised training and one-class
-training (which images, which loss, how validation is scored) lives in an *objective*
-(:class:`SupervisedObjective` here, ``OneClassObjective`` in :mod:`.one_class`). The test
-split is never touched here; it exists for ``synthdet evaluate``.
+One loop (:class:`TrainingStage`) serves every model; what differs between supervised
+training and one-class training (which images, which loss, how validation is scored)
+lives in an :class:`Objective` (:class:`SupervisedObjective` here, ``OneClassObjective``
+in :mod:`.one_class`). The test split is never touched here; calibration, the test
+evaluation and the report follow in :mod:`synthdet.pipeline`.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterable, Iterator, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -22,24 +24,21 @@ from torch.utils.data import RandomSampler, WeightedRandomSampler
 from tqdm.auto import tqdm
 from tqdm.contrib.logging import logging_redirect_tqdm
 
-from synthdet.checkpoint import CheckpointMeta, ModelSpec, save_checkpoint
+from synthdet.checkpoint import CheckpointMeta, ModelSpec
 from synthdet.config import Config, TrainConfig
 from synthdet.data.labels import CLASS_NAMES
-from synthdet.data.loader import ImageDataset, SkipLog, make_loader
-from synthdet.data.sources import ImageRecord, collect_records, read_split_csv, summarize, write_split_csv
+from synthdet.data.loader import Batch, ImageDataset, SkipLog, make_loader
+from synthdet.data.sources import ImageRecord, collect_records, summarize, write_split_csv
 from synthdet.data.transforms import EvalTransform, TrainTransform
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.scoring import iter_logits, probability_synthetic
-from synthdet.models import DetectorNet, build_network, check_crop_fits, model_entry
-from synthdet.runtime import autocast, resolve_device, seed_everything
+from synthdet.network import DetectorNet, build_network, check_crop_fits, save_network
+from synthdet.rundir import RunDir, new_run_dir
+from synthdet.runtime import autocast, resolve_device, seed_everything, training_precision
 from synthdet.training.normalization import measure_feature_stats
 from synthdet.training.schedule import make_scheduler
 
 log = logging.getLogger("synthdet.train")
-
-#: Files in a run directory.
-CONFIG_FILE, METRICS_FILE, RESUME_FILE = "config.yaml", "metrics.jsonl", "resume.pt"
-BEST_CHECKPOINT, LAST_CHECKPOINT = "best.safetensors", "last.safetensors"
 
 
 class TrainingError(RuntimeError):
@@ -56,15 +55,34 @@ class TrainResult:
     skipped: int = 0
 
 
-@dataclass
-class _State:
-    """What --resume restores besides weights and optimizer."""
+class Objective(Protocol):
+    """What a kind of training decides; the epoch loop itself is :class:`TrainingStage`."""
 
-    next_epoch: int = 0
-    best_score: tuple[float, float] | None = None
-    best_epoch: int = -1
-    best_val: dict = field(default_factory=dict)
-    history: list[dict] = field(default_factory=list)
+    def train_records(self, records: list[ImageRecord]) -> list[ImageRecord]:
+        """The images to train on (from the train split)."""
+
+    def settings(self, config: Config) -> TrainConfig:
+        """Optimizer, schedule and epochs for this stage."""
+
+    def build_network(self, config: Config) -> DetectorNet: ...
+
+    def needs_feature_stats(self) -> bool:
+        """Whether normalization statistics must be measured on training images first."""
+
+    def start(self, net: DetectorNet, batches: Iterable[Batch], device: torch.device) -> None:
+        """Initialize from training data before the first epoch."""
+
+    def begin_epoch(self) -> None: ...
+
+    def loss(self, net: DetectorNet, images: torch.Tensor, labels: torch.Tensor, precision: str) -> torch.Tensor: ...
+
+    def end_epoch(self, net: DetectorNet, epoch: int, images_seen: int) -> dict:
+        """Epoch statistics for the metrics log."""
+
+    def validation_loss(self, logits: torch.Tensor, labels: torch.Tensor, net: DetectorNet) -> float: ...
+
+    def selection_score(self, val: dict, metric: str) -> tuple[float, float]:
+        """Higher is better: how the best epoch is chosen."""
 
 
 class SupervisedObjective:
@@ -83,22 +101,23 @@ class SupervisedObjective:
         return config.train
 
     def build_network(self, config: Config) -> DetectorNet:
-        return build_network(config.features, config.model)
+        return build_network(config.features, config.model.name, config.model.options,
+                             pretrained=config.model.pretrained)
 
     def needs_feature_stats(self) -> bool:
         return True
 
-    def start(self, net: DetectorNet, batches, device: torch.device) -> None:
+    def start(self, net: DetectorNet, batches: Iterable[Batch], device: torch.device) -> None:
         """Nothing to initialize before the first epoch."""
-
-    def loss(self, net: DetectorNet, images: torch.Tensor, labels: torch.Tensor, amp: bool) -> torch.Tensor:
-        with autocast(images.device, amp):
-            logits = net(images)
-        self._correct += (logits.argmax(1) == labels).sum().item()
-        return F.cross_entropy(logits.float(), labels)
 
     def begin_epoch(self) -> None:
         self._correct = 0
+
+    def loss(self, net: DetectorNet, images: torch.Tensor, labels: torch.Tensor, precision: str) -> torch.Tensor:
+        with autocast(images.device, precision):
+            logits = net(images)
+        self._correct += (logits.argmax(1) == labels).sum().item()
+        return F.cross_entropy(logits.float(), labels)
 
     def end_epoch(self, net: DetectorNet, epoch: int, images_seen: int) -> dict:
         return {"accuracy": self._correct / max(images_seen, 1)}
@@ -107,133 +126,128 @@ class SupervisedObjective:
         return float(F.cross_entropy(logits, labels))
 
     def selection_score(self, val: dict, metric: str) -> tuple[float, float]:
-        """Higher is better; ties on the chosen metric go to the lower validation loss."""
+        """Ties on the chosen metric go to the lower validation loss."""
         if metric == "loss":
             return (-val["loss"], 0.0)
         primary = val["roc_auc"] if metric == "auc" and val["roc_auc"] is not None else val["accuracy"]
         return (primary, -val["loss"])
 
 
-def train(config: Config, resume: str | Path | None = None, progress: bool = True,
-          records: list[ImageRecord] | None = None) -> TrainResult:
-    """Train ``config``; with ``resume`` (a run directory) continue after its last finished epoch.
+@dataclass
+class _Progress:
+    """What --resume restores besides weights and optimizer."""
+
+    next_epoch: int = 0
+    best_score: tuple[float, float] | None = None
+    best_epoch: int = -1
+    best_val: dict = field(default_factory=dict)
+    history: list[dict] = field(default_factory=list)
+
+
+def run_stage(config: Config, objective: Objective, resume: str | Path | None = None, progress: bool = True,
+              run_dir: RunDir | None = None, records: list[ImageRecord] | None = None) -> TrainResult:
+    """One training stage written to a run directory (``resume``: continue that run).
 
     ``records`` replaces the images the config's sources would give (protocols train on
     subsets); its train and val splits are used, anything in test is left alone.
     """
-    if model_entry(config.model.name).one_class:
-        from synthdet.training.one_class import train_one_class
-
-        result = train_one_class(config, resume, progress, records)
-    else:
-        result = run_stage(config, SupervisedObjective(), resume, progress, records=records)
-    _finish(result, config)
-    return result
-
-
-def _finish(result: TrainResult, config: Config) -> None:
-    """Calibrate the best checkpoint on the validation split; draw the training curves."""
-    from synthdet.evaluation.calibration import calibrate_checkpoint
-    from synthdet.evaluation.plots import training_curves
-
-    val = read_split_csv(result.run_dir / "splits.csv", "val")
-    calibration = calibrate_checkpoint(result.best_checkpoint, val, config.train.target_fpr, result.run_dir,
-                                       config.train.device, config.data.workers)
-    log.info("calibrated on %d validation images: temperature %.3g, threshold %.3g, NLL %.4f -> %.4f "
-             "(the fitted objective), ECE %.4f -> %.4f", calibration.n, calibration.temperature,
-             calibration.threshold, calibration.nll_before, calibration.nll_after, calibration.ece_before,
-             calibration.ece_after)
-    if result.history:
-        training_curves(result.history, result.run_dir / "curves.png")
-
-
-def run_stage(config: Config, objective, resume: str | Path | None = None, progress: bool = True,
-              run_dir: Path | None = None, records: list[ImageRecord] | None = None) -> TrainResult:
-    """One training stage: data, network and epochs, written to a run directory."""
     seed_everything(config.seed)
-    device = resolve_device(config.train.device)
     if records is None:
         records = collect_records(config.data.sources, config.data.splits, config.seed)
-    train_records = objective.train_records(records)
-    val_records = [r for r in records if r.split == "val"]
-    if not val_records:
-        raise TrainingError(
-            "the validation split is empty, so no checkpoint could be selected; "
-            "raise data.splits.val or add a source with split: val"
-        )
-    net = objective.build_network(config)
-    check_crop_fits(net, config.data.crop, config.model.name)
-    run_dir = Path(resume) if resume else run_dir or new_run_dir(config.output_dir, config.name)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(config.to_yaml())
-    write_split_csv(records, run_dir / "splits.csv")
-    handler = logging.FileHandler(run_dir / "train.log")
+    run = RunDir(resume) if resume else run_dir or new_run_dir(config.output_dir, config.name)
+    stage = TrainingStage(config, objective, run, records, resuming=resume is not None, progress=progress)
+    handler = logging.FileHandler(run.log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
     log.setLevel(logging.INFO)
     try:
         with logging_redirect_tqdm():
-            return _run(config, objective, net.to(device), device, records, train_records, val_records, run_dir,
-                        resume is not None, progress)
+            return stage.run()
     finally:
         log.removeHandler(handler)
         handler.close()
 
 
-def new_run_dir(output_dir: Path, name: str) -> Path:
-    """``output_dir/name``, or ``name-2``, ``name-3``... if taken (never overwrite a run)."""
-    candidate = output_dir / name
-    for i in itertools.count(2):
-        if not candidate.exists():
-            return candidate
-        candidate = output_dir / f"{name}-{i}"
+class TrainingStage:
+    """Network, loaders, optimizer and schedule of one stage, and its epoch loop."""
 
+    def __init__(self, config: Config, objective: Objective, run: RunDir, records: list[ImageRecord],
+                 resuming: bool, progress: bool):
+        self.config, self.objective, self.run_dir = config, objective, run
+        self.settings: TrainConfig = objective.settings(config)
+        self.device = resolve_device(config.train.device)
+        self.precision = training_precision(self.settings.amp, self.device)
+        self.records = records
+        self.train_records = objective.train_records(records)
+        self.val_records = [r for r in records if r.split == "val"]
+        if not self.val_records:
+            raise TrainingError(
+                "the validation split is empty, so no checkpoint could be selected; "
+                "raise data.splits.val or add a source with split: val"
+            )
+        net = objective.build_network(config)
+        check_crop_fits(net, config.data.crop, config.model.name)
+        self.net = net.to(self.device)
+        self.resuming, self.progress = resuming, progress
+        run.root.mkdir(parents=True, exist_ok=True)
+        run.config.write_text(config.to_yaml())
+        write_split_csv(records, run.splits)
+        self.train_loader, self.val_loader = self._loaders()
+        self.steps_per_epoch = min(len(self.train_loader), self.settings.max_steps_per_epoch or len(self.train_loader))
+        self.optimizer = _make_optimizer(self.net, self.settings)
+        self.scheduler = make_scheduler(self.optimizer, self.steps_per_epoch, self.settings.warmup_epochs,
+                                        self.settings.lr_decay)
+        self.skipped = SkipLog()
+        self.data_summary = summarize(records)
 
-def _run(config, objective, net, device, records, train_records, val_records, run_dir, resuming, progress):
-    tc: TrainConfig = objective.settings(config)
-    train_loader, val_loader = _loaders(config, tc, train_records, val_records, device)
-    train_names, val_names = [r.path for r in train_records], [r.path for r in val_records]
-    steps_per_epoch = min(len(train_loader), tc.max_steps_per_epoch or len(train_loader))
-    optimizer = _make_optimizer(net, tc)
-    scheduler = make_scheduler(optimizer, steps_per_epoch, tc.warmup_epochs, tc.lr_decay)
-    skipped = SkipLog()
-    state = _State()
-    data_summary = summarize(records)
-    log.info("data: %s", json.dumps({s: {k: sum(v.values()) for k, v in d.items()} for s, d in data_summary.items()}))
+    def run(self) -> TrainResult:
+        tc, net = self.settings, self.net
+        log.info("data: %s", json.dumps({s: {k: sum(v.values()) for k, v in d.items()}
+                                         for s, d in self.data_summary.items()}))
+        if self.resuming:
+            state = self._load_resume()
+            log.info("resuming %s at epoch %d", self.run_dir.root, state.next_epoch + 1)
+        else:
+            state = _Progress()
+            if self.objective.needs_feature_stats():
+                mean, std, seen = measure_feature_stats(net, self._train_batches(), self.device, tc.norm_batches)
+                net.normalize.set_stats(mean, std)
+                log.info("normalization stats from %d training images: mean %s std %s", seen, _fmt(mean), _fmt(std))
+            self.objective.start(net, self._train_batches(), self.device)
 
-    def train_batches():
-        return _logging_failures(train_loader, skipped, train_names, "train")
+        epochs = range(state.next_epoch, tc.epochs)
+        for epoch in tqdm(epochs, desc="epochs", disable=not self.progress, initial=state.next_epoch,
+                          total=tc.epochs):
+            self._epoch(epoch, state)
 
-    if resuming:
-        state = _load_resume(run_dir / RESUME_FILE, net, optimizer, scheduler)
-        log.info("resuming %s at epoch %d", run_dir, state.next_epoch + 1)
-    else:
-        if objective.needs_feature_stats():
-            mean, std, seen = measure_feature_stats(net, train_batches(), device, tc.norm_batches)
-            net.normalize.set_stats(mean, std)
-            log.info("normalization stats from %d training images: mean %s std %s", seen, _fmt(mean), _fmt(std))
-        objective.start(net, train_batches(), device)
+        self.skipped.write(self.run_dir.skipped)
+        if len(self.skipped):
+            log.warning("%s; see %s", self.skipped.summary(), self.run_dir.skipped)
+        result = TrainResult(self.run_dir.root, self.run_dir.best, state.best_epoch, state.best_val, state.history,
+                             len(self.skipped))
+        summary = {"best_epoch": result.best_epoch, "select_metric": tc.select_metric, "best_val": result.best_val,
+                   "skipped": result.skipped, "data": self.data_summary}
+        self.run_dir.summary.write_text(json.dumps(summary, indent=2))
+        return result
 
-    epochs = range(state.next_epoch, tc.epochs)
-    for epoch in tqdm(epochs, desc="epochs", disable=not progress, initial=state.next_epoch, total=tc.epochs):
+    def _epoch(self, epoch: int, state: _Progress) -> None:
+        tc = self.settings
         started = time.perf_counter()
-        train_stats = _train_epoch(net, objective, train_batches(), optimizer, scheduler, device, tc,
-                                   steps_per_epoch, progress)
+        train_stats = self._train_epoch()
         train_stats["seconds"] = round(time.perf_counter() - started, 2)
-        train_stats.update(objective.end_epoch(net, epoch, train_stats["images"]))
-        val = _validate(net, objective, _logging_failures(val_loader, skipped, val_names, "val"), device, tc,
-                        progress)
+        train_stats.update(self.objective.end_epoch(self.net, epoch, train_stats["images"]))
+        val = self._validate()
         row = {
             "epoch": epoch + 1,
-            "lr": scheduler.get_last_lr()[0],
+            "lr": self.scheduler.get_last_lr()[0],
             **{f"train_{k}": v for k, v in train_stats.items()},
             **{f"val_{k}": val[k] for k in ("loss", "accuracy", "roc_auc", "f1")},
             "seconds": round(time.perf_counter() - started, 2),
         }
         state.history.append(row)
-        with (run_dir / METRICS_FILE).open("a") as fh:
+        with self.run_dir.metrics_log.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
-        score = objective.selection_score(val, tc.select_metric)
+        score = self.objective.selection_score(val, tc.select_metric)
         improved = state.best_score is None or score > state.best_score
         if improved:
             state.best_score, state.best_epoch, state.best_val = score, epoch + 1, val
@@ -242,46 +256,113 @@ def _run(config, objective, net, device, records, train_records, val_records, ru
             epoch + 1, tc.epochs, train_stats["loss"], val["loss"], val["accuracy"],
             "n/a" if val["roc_auc"] is None else f"{val['roc_auc']:.3f}", "  (best)" if improved else "",
         )
-        meta = _checkpoint_meta(config, net, data_summary, epoch + 1, val, len(skipped))
-        save_checkpoint(run_dir / LAST_CHECKPOINT, net, meta)
+        meta = self._checkpoint_meta(epoch + 1, val)
+        save_network(self.run_dir.last, self.net, meta)
         if improved:
-            save_checkpoint(run_dir / BEST_CHECKPOINT, net, meta)
+            save_network(self.run_dir.best, self.net, meta)
         state.next_epoch = epoch + 1
-        _save_resume(run_dir / RESUME_FILE, net, optimizer, scheduler, state)
+        self._save_resume(state)
 
-    skipped.write(run_dir / "skipped.csv")
-    if len(skipped):
-        log.warning("%s; see %s", skipped.summary(), run_dir / "skipped.csv")
-    result = TrainResult(run_dir, run_dir / BEST_CHECKPOINT, state.best_epoch, state.best_val, state.history,
-                         len(skipped))
-    summary = {"best_epoch": result.best_epoch, "select_metric": tc.select_metric, "best_val": result.best_val,
-               "skipped": result.skipped, "data": data_summary}
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    return result
+    def _loaders(self):
+        dc, tc = self.config.data, self.settings
+        train_set = ImageDataset([r.path for r in self.train_records], TrainTransform(dc.crop, self.config.augment),
+                                 [r.label for r in self.train_records], dc.max_pixels)
+        generator = torch.Generator().manual_seed(self.config.seed)
+        counts = Counter(r.label for r in self.train_records)
+        if dc.balance and len(counts) > 1:
+            weights = torch.tensor([1.0 / counts[r.label] for r in self.train_records], dtype=torch.double)
+            sampler = WeightedRandomSampler(weights, len(self.train_records), replacement=True, generator=generator)
+        else:
+            sampler = RandomSampler(train_set, generator=generator)
+        pin = self.device.type == "cuda"
+        train_loader = make_loader(train_set, tc.batch_size, dc.workers, sampler=sampler, pin_memory=pin,
+                                   persistent=True, drop_last=len(train_set) > tc.batch_size)
+        val_set = ImageDataset([r.path for r in self.val_records], EvalTransform(dc.crop),
+                               [r.label for r in self.val_records], dc.max_pixels)
+        val_loader = make_loader(val_set, tc.batch_size, dc.workers, pin_memory=pin, persistent=True)
+        return train_loader, val_loader
 
+    def _train_batches(self) -> Iterator[Batch]:
+        return _logging_failures(self.train_loader, self.skipped, [r.path for r in self.train_records], "train")
 
-def _loaders(config: Config, tc: TrainConfig, train_records, val_records, device):
-    dc = config.data
-    train_set = ImageDataset(
-        [r.path for r in train_records],
-        TrainTransform(dc.crop, config.augment),
-        [r.label for r in train_records],
-        dc.max_pixels,
-    )
-    generator = torch.Generator().manual_seed(config.seed)
-    counts = Counter(r.label for r in train_records)
-    if dc.balance and len(counts) > 1:
-        weights = torch.tensor([1.0 / counts[r.label] for r in train_records], dtype=torch.double)
-        sampler = WeightedRandomSampler(weights, len(train_records), replacement=True, generator=generator)
-    else:
-        sampler = RandomSampler(train_set, generator=generator)
-    pin = device.type == "cuda"
-    train_loader = make_loader(train_set, tc.batch_size, dc.workers, sampler=sampler, pin_memory=pin,
-                               persistent=True, drop_last=len(train_set) > tc.batch_size)
-    val_set = ImageDataset([r.path for r in val_records], EvalTransform(dc.crop),
-                           [r.label for r in val_records], dc.max_pixels)
-    val_loader = make_loader(val_set, tc.batch_size, dc.workers, pin_memory=pin, persistent=True)
-    return train_loader, val_loader
+    def _train_epoch(self) -> dict:
+        net, device = self.net, self.device
+        net.train()
+        self.objective.begin_epoch()
+        loss_sum, seen = 0.0, 0
+        batches = itertools.islice(self._train_batches(), self.steps_per_epoch)
+        bar = tqdm(batches, total=self.steps_per_epoch, desc="train", leave=False, disable=not self.progress)
+        for batch in bar:
+            if len(batch):
+                images = batch.images.to(device, non_blocking=True)
+                labels = batch.labels.to(device, non_blocking=True)
+                loss = self.objective.loss(net, images, labels, self.precision)
+                self.optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                self.optimizer.step()
+                loss_sum += loss.item() * len(batch)
+                seen += len(batch)
+                bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
+            self.scheduler.step()
+        return {"loss": loss_sum / max(seen, 1), "images": seen}
+
+    def _validate(self) -> dict:
+        batches = _logging_failures(self.val_loader, self.skipped, [r.path for r in self.val_records], "val")
+        labels, logits_all = [], []
+        for batch, logits in iter_logits(self.net, batches, self.device, self.precision,
+                                         "val" if self.progress else None):
+            labels.append(batch.labels)
+            logits_all.append(logits)
+        labels_t, logits_t = torch.cat(labels), torch.cat(logits_all)
+        if len(labels_t) == 0:
+            raise TrainingError("no validation image could be read; see skipped.csv")
+        metrics = binary_metrics(labels_t.tolist(), probability_synthetic(logits_t).tolist(),
+                                 self.config.train.threshold)
+        metrics["loss"] = self.objective.validation_loss(logits_t, labels_t, self.net)
+        return metrics
+
+    def _checkpoint_meta(self, epoch: int, val: dict) -> CheckpointMeta:
+        config = self.config
+        return CheckpointMeta(
+            model=ModelSpec(name=config.model.name, in_chans=self.net.features.out_channels,
+                            options=config.model.options),
+            features=config.features,
+            crop=config.data.crop,
+            threshold=config.train.threshold,
+            training={
+                "config": config.model_dump(mode="json"),
+                "data": self.data_summary,
+                "epoch": epoch,
+                "val": {k: v for k, v in val.items() if k != "confusion_matrix"},
+                "skipped_files": len(self.skipped),
+            },
+        )
+
+    def _save_resume(self, state: _Progress) -> None:
+        payload = {
+            "model": self.net.state_dict(),
+            "normalize": {"mean": self.net.normalize.mean.cpu(), "std": self.net.normalize.std.cpu()},
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "state": state.__dict__,
+            "rng": torch.get_rng_state(),
+        }
+        tmp = self.run_dir.resume.with_suffix(".tmp")
+        torch.save(payload, tmp)
+        tmp.replace(self.run_dir.resume)
+
+    def _load_resume(self) -> _Progress:
+        path = self.run_dir.resume
+        if not path.is_file():
+            raise TrainingError(f"{path}: nothing to resume (no finished epoch in this run directory)")
+        # Our own file from this run directory; weights_only refuses anything but tensors and containers.
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+        self.net.load_state_dict(payload["model"])
+        self.net.normalize.set_stats(payload["normalize"]["mean"], payload["normalize"]["std"])
+        self.optimizer.load_state_dict(payload["optimizer"])
+        self.scheduler.load_state_dict(payload["scheduler"])
+        torch.set_rng_state(payload["rng"])
+        return _Progress(**payload["state"])
 
 
 def _make_optimizer(net: DetectorNet, tc: TrainConfig) -> torch.optim.Optimizer:
@@ -292,88 +373,11 @@ def _make_optimizer(net: DetectorNet, tc: TrainConfig) -> torch.optim.Optimizer:
     return cls(params, lr=tc.lr, weight_decay=tc.weight_decay)
 
 
-def _logging_failures(loader, skipped: SkipLog, names: list[str], stage: str):
+def _logging_failures(loader, skipped: SkipLog, names: list[str], stage: str) -> Iterator[Batch]:
     """The loader's batches, with every file that failed to decode written to ``skipped``."""
     for batch in loader:
         skipped.add_batch_failures(batch, names, stage)
         yield batch
-
-
-def _train_epoch(net, objective, batches, optimizer, scheduler, device, tc, steps, progress) -> dict:
-    net.train()
-    objective.begin_epoch()
-    loss_sum, seen = 0.0, 0
-    bar = tqdm(itertools.islice(batches, steps), total=steps, desc="train", leave=False, disable=not progress)
-    for batch in bar:
-        if len(batch):
-            images = batch.images.to(device, non_blocking=True)
-            labels = batch.labels.to(device, non_blocking=True)
-            loss = objective.loss(net, images, labels, tc.amp)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            loss_sum += loss.item() * len(batch)
-            seen += len(batch)
-            bar.set_postfix(loss=f"{loss_sum / seen:.4f}")
-        scheduler.step()
-    return {"loss": loss_sum / max(seen, 1), "images": seen}
-
-
-def _validate(net, objective, batches, device, tc, progress) -> dict:
-    labels, logits_all = [], []
-    for batch, logits in iter_logits(net, batches, device, tc.amp, "val" if progress else None):
-        labels.append(batch.labels)
-        logits_all.append(logits)
-    labels_t, logits_t = torch.cat(labels), torch.cat(logits_all)
-    if len(labels_t) == 0:
-        raise TrainingError("no validation image could be read; see skipped.csv")
-    metrics = binary_metrics(labels_t.tolist(), probability_synthetic(logits_t).tolist(), tc.threshold)
-    metrics["loss"] = objective.validation_loss(logits_t, labels_t, net)
-    return metrics
-
-
-def _checkpoint_meta(config: Config, net: DetectorNet, data_summary: dict, epoch: int, val: dict,
-                     skipped: int) -> CheckpointMeta:
-    return CheckpointMeta(
-        model=ModelSpec(name=config.model.name, in_chans=net.features.out_channels, options=config.model.options),
-        features=config.features,
-        crop=config.data.crop,
-        threshold=config.train.threshold,
-        training={
-            "config": config.model_dump(mode="json"),
-            "data": data_summary,
-            "epoch": epoch,
-            "val": {k: v for k, v in val.items() if k != "confusion_matrix"},
-            "skipped_files": skipped,
-        },
-    )
-
-
-def _save_resume(path: Path, net, optimizer, scheduler, state: _State) -> None:
-    payload = {
-        "model": net.state_dict(),
-        "normalize": {"mean": net.normalize.mean.cpu(), "std": net.normalize.std.cpu()},
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "state": state.__dict__,
-        "rng": torch.get_rng_state(),
-    }
-    tmp = path.with_suffix(".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
-
-
-def _load_resume(path: Path, net, optimizer, scheduler) -> _State:
-    if not path.is_file():
-        raise TrainingError(f"{path}: nothing to resume (no finished epoch in this run directory)")
-    # Our own file from this run directory; weights_only refuses anything but tensors and containers.
-    payload = torch.load(path, map_location="cpu", weights_only=True)
-    net.load_state_dict(payload["model"])
-    net.normalize.set_stats(payload["normalize"]["mean"], payload["normalize"]["std"])
-    optimizer.load_state_dict(payload["optimizer"])
-    scheduler.load_state_dict(payload["scheduler"])
-    torch.set_rng_state(payload["rng"])
-    return _State(**payload["state"])
 
 
 def _fmt(t: torch.Tensor) -> str:

@@ -19,11 +19,12 @@ from sklearn.model_selection import StratifiedGroupKFold
 from synthdet.config import Config
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.data.sources import ImageRecord, collect_records
-from synthdet.evaluation.evaluate import evaluate_records, fmt, markdown_table, write_evaluation
+from synthdet.evaluation.evaluate import evaluate_records, labels_and_probs, write_evaluation
+from synthdet.evaluation.tables import protocol_markdown
 from synthdet.inference.detector import Detector
-
-PROTOCOL_COLUMNS = ("held_out", "n", "n_real", "n_synthetic", "accuracy", "roc_auc", "mean_p_synthetic", "status")
-
+from synthdet.pipeline import train
+from synthdet.rundir import RunDir
+from synthdet.training.trainer import TrainingError
 
 def leave_one_source_out(config: Config, out_dir: Path, groups: dict[str, list[str]] | None = None,
                          progress: bool = False) -> dict:
@@ -70,9 +71,8 @@ def source_groups(sources: list[str], groups: dict[str, list[str]]) -> dict[str,
 
 
 def _run_folds(config: Config, folds, out_dir: Path, protocol: str, progress: bool) -> dict:
-    from synthdet.training.trainer import TrainingError, train
-
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out = RunDir(out_dir)
+    out.root.mkdir(parents=True, exist_ok=True)
     rows = []
     for name, rest, held_out in folds:
         row = {"held_out": name, "n": len(held_out),
@@ -83,21 +83,21 @@ def _run_folds(config: Config, folds, out_dir: Path, protocol: str, progress: bo
             continue
         fold_config = config.model_copy(update={"output_dir": out_dir, "name": _slug(name)}, deep=True)
         try:
-            result = train(fold_config, progress=progress, records=rest)
+            result = train(fold_config, progress=progress, records=rest, test=False, report=False)
         except TrainingError as exc:
             rows.append({**row, "status": f"skipped: {exc}"})
             continue
         evaluation = evaluate_records(Detector.load(result.best_checkpoint, config.train.device), held_out,
                                       workers=config.data.workers)
-        write_evaluation(evaluation, result.run_dir / "held_out")
+        write_evaluation(evaluation, RunDir(result.run_dir).held_out.root)
         m = evaluation.metrics
-        probs = [p.prob_synthetic for _, p in evaluation.predictions if p.ok]
+        _, probs = labels_and_probs(evaluation.scored())
         rows.append({**row, "n": m["n"], "accuracy": m["accuracy"], "roc_auc": m["roc_auc"],
                      "mean_p_synthetic": statistics.fmean(probs) if probs else None,
                      "status": "ok", "run": str(result.run_dir)})
     summary = {"protocol": protocol, "rows": rows, **_mean_std(rows, "accuracy"), **_mean_std(rows, "roc_auc")}
-    (out_dir / "protocol.json").write_text(json.dumps(summary, indent=2))
-    (out_dir / "protocol.md").write_text(protocol_markdown(summary))
+    out.protocol.write_text(json.dumps(summary, indent=2))
+    out.protocol_md.write_text(protocol_markdown(summary))
     return summary
 
 
@@ -105,21 +105,6 @@ def _mean_std(rows: list[dict], key: str) -> dict:
     values = [r[key] for r in rows if r.get(key) is not None]
     return {f"mean_{key}": statistics.fmean(values) if values else None,
             f"std_{key}": statistics.pstdev(values) if len(values) > 1 else None}
-
-
-def protocol_summary_line(summary: dict) -> str:
-    """'mean accuracy 0.912 ± 0.041; mean ROC-AUC n/a' (over held-out units, ± population std)."""
-
-    def mean_std(key):
-        mean, std = summary[f"mean_{key}"], summary[f"std_{key}"]
-        return "n/a" if mean is None else f"{fmt(mean)} ± {fmt(std or 0.0)}"
-
-    return f"mean accuracy {mean_std('accuracy')}; mean ROC-AUC {mean_std('roc_auc')}"
-
-
-def protocol_markdown(summary: dict) -> str:
-    return (f"# {summary['protocol']}\n\n" + markdown_table(summary["rows"], PROTOCOL_COLUMNS)
-            + f"\n\n{protocol_summary_line(summary)} (over held-out units)\n")
 
 
 def _slug(name: str) -> str:
