@@ -1,6 +1,14 @@
 """Model registry (``create_model``) and the networks registered in it."""
 
-from synthdet.models import cifake, enet, linear_probe, one_class, residual_gap, resnet  # noqa: F401  (register)
+from synthdet.models import (  # noqa: F401  (register)
+    cifake,
+    efficientnet_lite,
+    enet,
+    linear_probe,
+    one_class,
+    residual_gap,
+    resnet,
+)
 from synthdet.models.registry import create_model, list_models, model_entry, register_model
 
 __all__ = ["create_model", "list_models", "model_entry", "register_model"]
