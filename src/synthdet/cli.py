@@ -447,3 +447,45 @@ def print_evaluation(result: EvaluationResult, title: str = "Evaluation") -> Non
     )
     for path, (reason, _) in sorted(result.skipped.entries.items()):
         err.print(f"  skipped {path}: {reason}")
+
+
+data_app = typer.Typer(help="Get training data.", no_args_is_help=True)
+app.add_typer(data_app, name="data")
+
+
+@data_app.command("pull")
+def data_pull(
+    manifest: Path = typer.Argument(..., help="pool manifest: source,label,repo,commit,path,sha1[,generator,...]"),
+    out_dir: Path = typer.Argument(..., help="gets <source>/<label>/<file>, manifest.csv and pull_report.csv"),
+    mirror: Optional[Path] = typer.Option(
+        None, help="folder of bare git copies: <owner>+<name>/repo, <owner>+<name> or <owner>/<name>.git"
+    ),
+    git_base: Optional[str] = typer.Option(
+        None, help="fetch URL/<owner>/<name> at each commit instead (e.g. https://github.com), cached in OUT/.git-cache"
+    ),
+    jobs: int = typer.Option(4, min=1, help="repositories read at once"),
+):
+    """Write the images a pool manifest lists, from git repositories, checking each file's sha1.
+
+    Files already in place are kept, so an interrupted pull resumes. Exit 0 when every file
+    is in place, 1 when some are missing or fail their sha1 (the rest is written; every row
+    is in OUT/pull_report.csv), 2 for a bad manifest. Train with --data OUT/manifest.csv.
+    """
+    from synthdet.data.pull import MISMATCH, MISSING, PRESENT, WRITTEN, pull_pool
+
+    if (mirror is None) == (git_base is None):
+        raise typer.BadParameter("give exactly one of --mirror DIR or --git-base URL")
+    result = pull_pool(manifest, out_dir, mirror=mirror, git_base=git_base, jobs=jobs, progress=True)
+    table = Table("source", "written", "already present", "missing", "sha1 mismatch", title=f"Pulled into {out_dir}")
+    for source, counts in result.counts().items():
+        table.add_row(source, *(str(counts[s]) for s in (WRITTEN, PRESENT, MISSING, MISMATCH)))
+    out.print(table)
+    problems = result.problems()
+    for file, outcome in problems[:20]:
+        err.print(f"  {outcome.status}: {file.repo}:{file.path}: {outcome.detail}", markup=False, highlight=False)
+    if len(problems) > 20:
+        err.print(f"  ... and {len(problems) - 20} more", markup=False)
+    out.print(f"{len(result.files) - len(problems)} of {len(result.files)} files in place in "
+              f"{result.seconds:.1f} s; manifest {result.manifest}, report {result.report}")
+    if problems:
+        raise typer.Exit(1)
