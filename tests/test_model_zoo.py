@@ -59,7 +59,7 @@ def test_supervised_model_learns_the_toy_task(name, toy_sources, tmp_path):
 def test_linear_probe_trains_only_its_head(toy_sources, tmp_path, checkpoint):
     config = _config(toy_sources, tmp_path, "linear_probe", {"representations": ["fft_mag"], "crop": 64},
                      {"epochs": 2, "lr": 1e-2}, {"backbone": "resnet18"})
-    config.model.pretrained = checkpoint
+    config.model.pretrained = str(checkpoint)
     result = train(config, progress=False)
     assert result.best_val["accuracy"] >= 0.85, result.history
     probe, _ = load_network(result.best_checkpoint)
@@ -73,7 +73,7 @@ def test_linear_probe_trains_only_its_head(toy_sources, tmp_path, checkpoint):
 def test_one_class_head_trained_on_real_images_separates_the_classes(name, toy_sources, tmp_path, checkpoint):
     config = _config(toy_sources, tmp_path, name, {"representations": ["fft_mag"], "crop": 64}, {},
                      {"backbone": "resnet18"})
-    config.model.pretrained = checkpoint
+    config.model.pretrained = str(checkpoint)
     config.one_class.epochs = 3
     result = train(config, progress=False)
     assert result.best_val["roc_auc"] >= 0.9, result.history

@@ -23,16 +23,24 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from synthdet import weights
-from synthdet.config import CropSize, FeatureConfig
+from synthdet.config import CropSize, FeatureConfig, ViewConfig
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.version import __version__
 
 METADATA_KEY = "synthdet"
-FORMAT_VERSION = 1
+#: 2: a model may name frozen pretrained weights it does not carry (``model.pretrained``), and a view.
+FORMAT_VERSION = 2
 
 
 class CheckpointError(ValueError):
     """A file that is not a loadable synthdet checkpoint; the message names it."""
+
+
+class PretrainedRef(BaseModel):
+    """Frozen backbone weights a checkpoint uses but does not carry: a weights key (or a path) and its sha256."""
+
+    weights: str
+    sha256: str
 
 
 class ModelSpec(BaseModel):
@@ -41,6 +49,7 @@ class ModelSpec(BaseModel):
     in_chans: int
     num_classes: int = 2
     options: dict[str, Any] = Field(default_factory=dict)
+    pretrained: PretrainedRef | None = None
 
 
 class Normalization(BaseModel):
@@ -58,6 +67,7 @@ class CheckpointMeta(BaseModel):
     model: ModelSpec
     features: FeatureConfig
     crop: CropSize
+    view: ViewConfig | None = Field(None, description="default view for predict and evaluate")
     normalization: Normalization | None = Field(None, description="filled from the network when saved")
     class_names: list[str] = Field(default_factory=lambda: list(CLASS_NAMES))
     threshold: float = 0.5

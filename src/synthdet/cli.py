@@ -49,7 +49,8 @@ WORKERS = typer.Option(-1, help="decoding processes (-1: one per core)")
 DEVICE = typer.Option("auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda[:N] or mps")
 
 # Speed switches shared by the commands that run inference in bulk (none changes preprocessing).
-PRECISION = typer.Option("fp32", help="fp32, or bf16 for the backbone (faster only where bfloat16 is native: GPUs, AVX512-BF16/AMX CPUs)")
+PRECISION = typer.Option("auto", help="fp32, bf16 (faster only where bfloat16 is native: GPUs, AVX512-BF16/AMX "
+                                       "CPUs), or auto: bf16 for frozen-backbone probes where native, else fp32")
 CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels-last memory layout for the backbone")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the network (slow start, faster afterwards)")
 
@@ -114,7 +115,9 @@ def evaluate(
     label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (metrics, figures, report)"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
-    tiles: bool = typer.Option(False, "--tiles/--no-tiles", help="score tiles like predict (default: center crop)"),
+    tiles: Optional[bool] = typer.Option(
+        None, "--tiles/--no-tiles", help="score tiles, or one center crop (default: the model's view, else a center crop)"
+    ),
     batch_size: int = BATCH_SIZE,
     workers: int = WORKERS,
     device: str = DEVICE,
@@ -210,8 +213,8 @@ def calibrate(
     result = calibrate_checkpoint(checkpoint, records, target_fpr, out_dir or checkpoint.parent, device)
     out.print(f"temperature {result.temperature:.4g}, threshold {result.threshold:.4g}; NLL {result.nll_before:.4f}"
               f" -> {result.nll_after:.4f}, ECE {result.ece_before:.4f} -> {result.ece_after:.4f} on {result.n} images"
-              + ("  (temperature at its search bound: the "
-              "images are separated perfectly, calibration is unreliable)" if result.at_bound else ""))
+              + ("  (the fit reached its search bound: the images are separated perfectly, so the temperature "
+                 "stays 1)" if result.at_bound else ""))
 
 
 @app.command()
@@ -227,7 +230,9 @@ def predict(
     inputs: List[str] = typer.Argument(..., help="image files, folders, glob patterns or video files"),
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
     as_csv: bool = typer.Option(False, "--csv", help="CSV with a header"),
-    tiles: bool = typer.Option(True, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop"),
+    tiles: Optional[bool] = typer.Option(
+        None, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop (default: the model's view, else tiles)"
+    ),
     overlap: float = typer.Option(0.25, help="overlap between neighbouring tiles (fraction of a tile)"),
     max_tiles: int = typer.Option(64, help="tile budget per image"),
     aggregate: str = typer.Option("mean", help="mean (tile logits) or vote (share of tiles)"),

@@ -8,10 +8,12 @@ in training and another at inference.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
+from synthdet import weights
 from synthdet.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -75,26 +77,50 @@ def build_network(features: FeatureConfig, model: str, options: dict | None = No
     return net
 
 
-def network_from_meta(meta: CheckpointMeta) -> DetectorNet:
-    """An untrained network with the architecture and preprocessing the metadata describes."""
+def network_from_meta(meta: CheckpointMeta, log: Callable[[str], None] = print) -> DetectorNet:
+    """An untrained network with the architecture and preprocessing the metadata describes.
+
+    Frozen pretrained weights the checkpoint names are fetched on first use (``synthdet
+    weights get``) and must match the recorded sha256.
+    """
+    ref = meta.model.pretrained
+    if ref is not None:
+        if ref.weights in weights.KNOWN_WEIGHTS and weights.known(ref.weights).installed_sha256() is None:
+            log(f"first use of backbone {ref.weights}: fetching it with `synthdet weights get {ref.weights}`")
+            weights.get(ref.weights, log=log)
+        found = weights.describe(ref.weights)["sha256"]
+        if found != ref.sha256:
+            raise CheckpointError(f"backbone {ref.weights} has sha256 {found}, but the checkpoint was trained on "
+                                  f"{ref.sha256}; these are different weights")
     return build_network(meta.features, meta.model.name, meta.model.options, num_classes=meta.model.num_classes,
-                         normalization=meta.normalization)
+                         normalization=meta.normalization, pretrained=ref.weights if ref else None)
 
 
-def load_network(path: str | Path) -> tuple[DetectorNet, CheckpointMeta]:
+def load_network(path: str | Path, log: Callable[[str], None] = print) -> tuple[DetectorNet, CheckpointMeta]:
     """Network (on the CPU, in eval mode) and metadata from a checkpoint file."""
     meta = read_metadata(path)
-    net = network_from_meta(meta)
+    net = network_from_meta(meta, log)
+    state = read_tensors(path)
+    frozen = set(net.state_dict()) - set(trained_state(net))
     try:
-        net.load_state_dict(read_tensors(path))
+        missing, unexpected = net.load_state_dict(state, strict=False)
     except RuntimeError as exc:
         raise CheckpointError(f"{path}: tensors do not fit the model its metadata describes ({exc})") from None
+    if set(missing) - frozen or unexpected:
+        raise CheckpointError(f"{path}: tensors do not fit the model its metadata describes: missing "
+                              f"{sorted(set(missing) - frozen)[:5]}, unexpected {sorted(unexpected)[:5]}")
     return net.eval(), meta
+
+
+def trained_state(net: DetectorNet) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint carries: all but frozen pretrained parts, which it names instead."""
+    frozen = tuple(f"backbone.{name}." for name in getattr(net.backbone, "pretrained_frozen", ()))
+    return {k: v for k, v in net.state_dict().items() if not k.startswith(frozen)}
 
 
 def save_network(path: str | Path, net: DetectorNet, meta: CheckpointMeta) -> Path:
     """Write ``net``'s weights with ``meta``; the normalization stats are taken from the network."""
-    return save_checkpoint(path, net.state_dict(), meta.model_copy(update={"normalization": net.normalization()}))
+    return save_checkpoint(path, trained_state(net), meta.model_copy(update={"normalization": net.normalization()}))
 
 
 def check_crop_fits(net: DetectorNet, crop: tuple[int, int], model_name: str) -> None:

@@ -16,6 +16,7 @@ What a result's numbers mean:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,19 +29,25 @@ from synthdet.checkpoint import CheckpointMeta
 from synthdet.config import ConfigError
 from synthdet.data.loader import Batch, ImageDataset, ImageInput, item_name, make_loader
 from synthdet.data.transforms import EvalTransform
+from synthdet.inference.embeddings import EmbeddingCache, embed_items
 from synthdet.inference.inputs import expand_inputs
 from synthdet.inference.onnx_export import load_onnx
-from synthdet.inference.scoring import forward_views, iter_logits, probability_synthetic
+from synthdet.inference.scoring import forward_views, iter_logits, log_odds, probability_synthetic
 from synthdet.inference.tiles import TileTransform
+from synthdet.inference.views import make_view
 from synthdet.network import load_network
-from synthdet.runtime import check_precision, resolve_device
+from synthdet.runtime import resolve_device, resolve_precision
+
+
+#: Keeps the log-odds of a unanimous tile vote finite.
+VOTE_EPS = 1e-3
 
 
 @dataclass
 class PredictOptions:
     """How images are scored; every field is also a keyword of :meth:`Detector.predict`."""
 
-    tiles: bool = True  # cover images larger than the crop with tiles; False: one center crop
+    tiles: bool | None = None  # True: tiles over the image; False: one center crop; None: the model's view
     overlap: float = 0.25  # wanted overlap between neighbouring tiles (fraction of a tile)
     max_tiles: int = 64  # cap per image; very large images get a thinner grid
     aggregate: str = "mean"  # "mean" (mean tile logit) or "vote" (share of tiles voting synthetic)
@@ -51,6 +58,7 @@ class PredictOptions:
     keep_tiles: bool = False  # put per-tile boxes and probabilities in the results
     batch_size: int = 32
     workers: int = -1
+    cache: bool = True  # frozen-backbone models: reuse (and store) embeddings of files seen before
 
     def __post_init__(self):
         if self.aggregate not in ("mean", "vote"):
@@ -68,6 +76,7 @@ class Prediction:
     input: str
     label: str | None = None  # "real" or "synthetic"
     prob_synthetic: float | None = None
+    logit: float | None = None  # calibrated log-odds of synthetic: ranks images where probabilities round to 0 or 1
     error: str | None = None
     note: str = ""  # what preprocessing had to do, e.g. padding of a small image
     uncertain: bool | None = None
@@ -88,26 +97,43 @@ class Prediction:
 class Detector:
     """A loaded checkpoint ready to score images; every preprocessing setting comes from it.
 
-    Runtime switches (none changes the preprocessing): ``precision="bf16"`` runs the
-    backbone in bfloat16, ``channels_last`` changes the backbone's memory layout,
-    ``compile`` wraps the network in ``torch.compile``. benchmarks/throughput.py measures
-    each; all are off by default.
+    Runtime switches (none changes the preprocessing): ``precision`` (``fp32``, ``bf16``,
+    or ``auto``: bf16 for frozen-backbone probes where bfloat16 is native, fp32 otherwise),
+    ``channels_last`` changes the backbone's memory layout, ``compile`` wraps the network
+    in ``torch.compile``. benchmarks/ measure each.
+
+    Models on a frozen pretrained backbone (probes) keep the backbone's outputs in the
+    embedding cache, so scoring the same files again only runs the head.
     """
 
     def __init__(self, net: torch.nn.Module, meta: CheckpointMeta, device: torch.device,
-                 precision: str = "fp32", channels_last: bool = False, compile: bool = False):
+                 precision: str = "auto", channels_last: bool = False, compile: bool = False):
         self.net = net.to(device).eval()
         self.meta = meta
         self.device = device
-        self.precision = check_precision(precision)
+        self.embeds = hasattr(getattr(net, "backbone", None), "embed_parts")
+        self.precision = resolve_precision(precision, device, self.embeds)
         if channels_last:
             self.net.use_channels_last()
         self.runner = torch.compile(self.net) if compile else self.net
+        self._cache: EmbeddingCache | None = None
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        """The embedding cache of this model's backbone and precision (opened on first use)."""
+        ref = self.meta.model.pretrained
+        if self._cache is None and self.embeds and ref is not None:
+            options = self.meta.model.options
+            self._cache = EmbeddingCache({"weights": ref.weights, "sha256": ref.sha256,
+                                          "backbone": options.get("backbone"),
+                                          "backbone_options": options.get("backbone_options") or {},
+                                          "precision": self.precision})
+        return self._cache
 
     @classmethod
     def load(cls, path: str | os.PathLike, device: str = "auto", **runtime) -> "Detector":
         if Path(path).suffix == ".onnx":
-            asked = {k: v for k, v in runtime.items() if v not in (False, "fp32")}
+            asked = {k: v for k, v in runtime.items() if v not in (False, "fp32", "auto")}
             if asked or device not in ("auto", "cpu"):
                 raise ConfigError(f"{path}: an ONNX model runs on onnxruntime's CPU provider; device and runtime "
                                   f"switches ({', '.join(asked) or device}) apply to .safetensors checkpoints only")
@@ -144,20 +170,33 @@ class Detector:
         yield from self.score_items(items, options or PredictOptions(**kwargs), progress)
 
     def view_transform(self, options: PredictOptions):
-        """The loader transform ``options`` ask for: tiles, or the checkpoint's center crop."""
-        if not options.tiles:
+        """The loader transform ``options`` ask for: tiles, a center crop, or the checkpoint's own view.
+
+        A checkpoint without a view is scored with tiles (predict's default since the start).
+        """
+        if options.tiles is None and self.meta.view is not None:
+            return make_view(self.meta.view, self.crop)
+        if options.tiles is False:
             return EvalTransform(self.crop)
         return TileTransform(self.crop, options.overlap, options.max_tiles)
 
     def iter_batches(self, items: Sequence[ImageInput], batch_size: int = 32, workers: int = -1,
-                     progress: bool = False, transform=None) -> Iterator[tuple[Batch, torch.Tensor]]:
+                     progress: bool = False, transform=None, cache: bool = True) -> Iterator[tuple[Batch, torch.Tensor]]:
         """Raw (uncalibrated) logits per view, batch by batch; failed files ride along in each batch.
 
-        ``transform`` replaces the checkpoint's center crop (tiles, robustness perturbations).
+        ``transform`` replaces the checkpoint's center crop (views, tiles, robustness perturbations).
         """
         if any(isinstance(item, Image.Image) for item in items) or len(items) <= batch_size:
             workers = 0  # not worth starting processes (or pickling open images) for
         transform = transform or EvalTransform(self.crop)
+        if self.embeds:
+            probe = self.net.backbone
+            for batch, parts in embed_items(self.net, items, transform, self.cache if cache else None, self.device,
+                                            self.precision, batch_size, workers, "embed" if progress else None):
+                with torch.inference_mode():
+                    logits = probe.head(probe.select(parts)).float() if parts else torch.empty(0, 2)
+                yield batch, logits
+            return
         # A tiled image brings up to max_tiles views: load fewer images per batch, and let
         # iter_logits run the views through the network batch_size at a time.
         images_per_batch = max(1, batch_size // 8) if isinstance(transform, TileTransform) else batch_size
@@ -172,7 +211,11 @@ class Detector:
         options = options or PredictOptions()
         threshold = self.threshold_for(options.threshold)
         transform = transform or self.view_transform(options)
-        for batch, logits in self.iter_batches(items, options.batch_size, options.workers, progress, transform):
+        ready: dict[int, Prediction] = {}  # batches may arrive out of order (cached images first)
+        next_index = 0
+        batches = self.iter_batches(items, options.batch_size, options.workers, progress, transform,
+                                    cache=options.cache and not options.tta)
+        for batch, logits in batches:
             flipped = self._flipped_logits(batch, options.batch_size) if options.tta and len(batch) else None
             by_index = {}
             start = 0
@@ -184,8 +227,10 @@ class Detector:
                     batch.boxes[i], batch.sizes[i], batch.notes[i], threshold, options,
                 )
             by_index.update({i: Prediction(item_name(items[i], i), error=reason) for i, reason in batch.failures})
-            for index in sorted(by_index):
-                yield by_index[index]
+            ready.update(by_index)
+            while next_index in ready:
+                yield ready.pop(next_index)
+                next_index += 1
 
     def _flipped_logits(self, batch: Batch, max_views: int) -> torch.Tensor:
         return forward_views(self.runner, batch.images.flip(-1), self.device, max_views, self.precision)
@@ -200,8 +245,10 @@ class Detector:
             tile_probs = probability_synthetic(logits, temperature)
         if options.aggregate == "vote":
             prob = float((tile_probs >= threshold).float().mean())
+            logit = math.log((prob + VOTE_EPS) / (1 - prob + VOTE_EPS))
         else:
             prob = float(probability_synthetic(logits.mean(0, keepdim=True), temperature)[0])
+            logit = float(log_odds(logits.mean(0, keepdim=True), temperature)[0])
         spread = float(tile_probs.std(unbiased=False)) if len(tile_probs) > 1 else 0.0
         uncertain = (abs(prob - threshold) < options.uncertainty_band or spread > options.max_spread
                      or (flip_spread or 0.0) > options.max_spread)
@@ -210,7 +257,7 @@ class Detector:
             tiles = [{"top": t, "left": l, "height": h, "width": w, "prob_synthetic": float(p)}
                      for (t, l, h, w), p in zip(boxes, tile_probs.tolist())]
         return Prediction(
-            input=name, label=self.meta.class_names[int(prob >= threshold)], prob_synthetic=prob, note=note,
+            input=name, label=self.meta.class_names[int(prob >= threshold)], prob_synthetic=prob, logit=logit, note=note,
             uncertain=bool(uncertain), tile_spread=spread, flip_spread=flip_spread, n_tiles=len(tile_probs),
             image_size=tuple(size), tiles=tiles,
         )

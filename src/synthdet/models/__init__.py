@@ -7,6 +7,7 @@ from synthdet.models import (  # noqa: F401  (register)
     enet,
     linear_probe,
     one_class,
+    probe,
     residual_gap,
     resnet,
 )
