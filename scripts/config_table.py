@@ -56,7 +56,7 @@ def main() -> None:
         result = train(config, progress=False)
         minutes = (time.perf_counter() - started) / 60
         eval_dir = result.run_dir / "evaluate"
-        subprocess.run([sys.executable, "-m", "synthdet", "evaluate", str(result.best_checkpoint), "--data",
+        subprocess.run([sys.executable, "-m", "synthdet", "evaluate", "-m", str(result.best_checkpoint), "--data",
                         str(result.run_dir / "config.yaml"), "--out", str(eval_dir)], check=True,
                        stdout=subprocess.DEVNULL)
         metrics = json.loads((eval_dir / "metrics.json").read_text())

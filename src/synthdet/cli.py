@@ -28,7 +28,8 @@ from synthdet.evaluation.report import write_report
 from synthdet.evaluation.robustness import run_robustness, write_robustness
 from synthdet.evaluation.tables import PROTOCOL_COLUMNS, fmt, protocol_summary_line
 from synthdet.importers import import_aics_cifake
-from synthdet.inference.detector import Detector, PredictOptions
+from synthdet.inference.detector import Detector, PredictOptions, model_path
+from synthdet.model_card import model_card
 from synthdet.inference.heatmap import write_heatmap
 from synthdet.inference.onnx_export import export_onnx
 from synthdet.inference.video import VideoError, is_video, predict_video
@@ -47,6 +48,8 @@ DATA = typer.Option(..., "--data", "-d", help="config .yaml, folder or .csv mani
 BATCH_SIZE = typer.Option(32, help="images per batch")
 WORKERS = typer.Option(-1, help="decoding processes (-1: one per core)")
 DEVICE = typer.Option("auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda[:N] or mps")
+MODEL = typer.Option(None, "--model", "-m",
+                     help="checkpoint (.safetensors or exported .onnx); default: the shipped detector (synthdet info)")
 
 # Speed switches shared by the commands that run inference in bulk (none changes preprocessing).
 PRECISION = typer.Option("auto", help="fp32, bf16 (faster only where bfloat16 is native: GPUs, AVX512-BF16/AMX "
@@ -109,8 +112,8 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or .onnx)"),
     data: List[str] = DATA,
+    model: Optional[Path] = MODEL,
     split: str = typer.Option("test", help="split of config datasets to score: train, val, test or all"),
     label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (metrics, figures, report)"),
@@ -122,11 +125,11 @@ def evaluate(
     workers: int = WORKERS,
     device: str = DEVICE,
 ):
-    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of CHECKPOINT on --data."""
+    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of a model on --data."""
     records = records_from_arguments(data, split=split, label=label)
-    detector = Detector.load(checkpoint, device)
+    detector = Detector.load(model, device)
     result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles)
-    out_dir = out_dir or new_run_dir(Path("runs/evaluate"), checkpoint.parent.name or "eval").root
+    out_dir = out_dir or new_run_dir(Path("runs/evaluate"), run_name(model, "eval")).root
     write_evaluation(result, out_dir)
     print_evaluation(result)
     report(out_dir)
@@ -176,8 +179,8 @@ def protocol(
 
 @app.command()
 def robustness(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors)"),
     data: List[str] = DATA,
+    model: Optional[Path] = MODEL,
     split: str = typer.Option("test", help="split of config datasets to score"),
     label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (CSV, PNG, report)"),
@@ -187,9 +190,9 @@ def robustness(
 ):
     """Accuracy and ROC-AUC under JPEG, downscaling, blur, noise and smaller crops."""
     records = records_from_arguments(data, split=split, label=label)
-    rows = run_robustness(Detector.load(checkpoint, device), records, batch_size=batch_size, workers=workers,
+    rows = run_robustness(Detector.load(model, device), records, batch_size=batch_size, workers=workers,
                           progress=True)
-    out_dir = out_dir or new_run_dir(Path("runs/robustness"), checkpoint.parent.name or "robustness").root
+    out_dir = out_dir or new_run_dir(Path("runs/robustness"), run_name(model, "robustness")).root
     write_robustness(rows, out_dir)
     table = Table("perturbation", "level", "n", "accuracy", "ROC-AUC", "mean P(synth)", title="Robustness")
     for row in rows:
@@ -226,8 +229,8 @@ def report(run_dir: Path = typer.Argument(..., help="a training, evaluation, rob
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or exported .onnx)"),
     inputs: List[str] = typer.Argument(..., help="image files, folders, glob patterns or video files"),
+    model: Optional[Path] = MODEL,
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
     as_csv: bool = typer.Option(False, "--csv", help="CSV with a header"),
     tiles: Optional[bool] = typer.Option(
@@ -256,7 +259,7 @@ def predict(
     Images larger than the crop are covered with tiles whose verdicts are aggregated;
     videos are sampled, scored frame by frame and smoothed over time. Failures are listed.
     """
-    detector = Detector.load(checkpoint, device, precision=precision, channels_last=channels_last, compile=compile)
+    detector = Detector.load(model, device, precision=precision, channels_last=channels_last, compile=compile)
     options = PredictOptions(tiles=tiles, overlap=overlap, max_tiles=max_tiles, aggregate=aggregate, tta=tta,
                              threshold=threshold, keep_tiles=heatmap is not None, batch_size=batch_size,
                              workers=workers)
@@ -342,7 +345,7 @@ def export(
 
 @app.command()
 def serve(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or .onnx), loaded once"),
+    model: Optional[Path] = MODEL,
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     max_upload_mb: float = typer.Option(20.0, help="larger requests get 413"),
@@ -354,15 +357,15 @@ def serve(
 
     from synthdet.service.app import create_app
 
-    app_ = create_app(checkpoint, max_upload_mb=max_upload_mb, workers=workers, device=device)
-    out.print(f"synthdet serving {checkpoint} on http://{host}:{port}/")
+    app_ = create_app(model, max_upload_mb=max_upload_mb, workers=workers, device=device)
+    out.print(f"synthdet serving {model or 'the default detector'} on http://{host}:{port}/")
     uvicorn.run(app_, host=host, port=port, log_level="warning")
 
 
 @app.command()
 def benchmark(
-    checkpoint: Path = typer.Argument(...),
     folder: Path = typer.Argument(..., help="folder whose images all have the same, known label"),
+    model: Optional[Path] = MODEL,
     label: str = typer.Option(..., help="real or synthetic"),
     batch_size: int = BATCH_SIZE,
     workers: int = WORKERS,
@@ -373,7 +376,7 @@ def benchmark(
 ):
     """Accuracy (and images/second) on a folder of known label."""
     records = records_from_arguments([folder], label=label)
-    detector = Detector.load(checkpoint, device, precision=precision, channels_last=channels_last, compile=compile)
+    detector = Detector.load(model, device, precision=precision, channels_last=channels_last, compile=compile)
     started = time.perf_counter()
     result = evaluate_records(detector, records, batch_size=batch_size, workers=workers, progress=True)
     seconds = time.perf_counter() - started
@@ -404,7 +407,7 @@ def demo(
     print_evaluation(result.test, title="Demo: test split of the toy data (best checkpoint)")
     out.print(f"report: {RunDir(result.run_dir).report_html}")
     out.print(f"checkpoint: {result.best_checkpoint}   ({time.perf_counter() - started:.0f} s in all)")
-    out.print("try:  synthdet predict " + f"{result.best_checkpoint} {out_dir / 'data' / 'camera-shapes'}")
+    out.print(f"try:  synthdet predict -m {result.best_checkpoint} {out_dir / 'data' / 'camera-shapes'}")
 
 
 @app.command("toy-data")
@@ -433,9 +436,18 @@ def import_cifake(
 
 
 @app.command()
-def info(checkpoint: Path = typer.Argument(...)):
-    """Print a checkpoint's metadata (model, features, crop, classes, threshold, training summary)."""
-    print(read_metadata(checkpoint).model_dump_json(indent=2))
+def info(
+    model: Optional[Path] = typer.Argument(None, help="checkpoint; default: the shipped detector"),
+    as_json: bool = typer.Option(False, "--json", help="the raw metadata as JSON"),
+):
+    """A model's card: what it is, what it was trained on, how it scored, where it fails (--json: all metadata)."""
+    meta = read_metadata(model_path(model))
+    print(meta.model_dump_json(indent=2) if as_json else model_card(meta))
+
+
+def run_name(model: Path | None, fallback: str) -> str:
+    """Output folder name for a model: its run folder's name, or ``default`` for the shipped one."""
+    return "default" if model is None else (model.parent.name or fallback)
 
 
 def print_evaluation(result: EvaluationResult, title: str = "Evaluation") -> None:

@@ -19,13 +19,14 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
 
 import torch
 from PIL import Image
 
-from synthdet.checkpoint import CheckpointMeta
+from synthdet.checkpoint import CheckpointError, CheckpointMeta
 from synthdet.config import ConfigError
 from synthdet.data.loader import Batch, ImageDataset, ImageInput, item_name, make_loader
 from synthdet.data.transforms import EvalTransform
@@ -39,6 +40,8 @@ from synthdet.network import load_network
 from synthdet.runtime import resolve_device, resolve_precision
 
 
+#: The detector shipped in the package, used when no model is named.
+DEFAULT_MODEL, DEFAULT_MODEL_FILE = "default", "default_detector.safetensors"
 #: Keeps the log-odds of a unanimous tile vote finite.
 VOTE_EPS = 1e-3
 
@@ -131,8 +134,10 @@ class Detector:
         return self._cache
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto", **runtime) -> "Detector":
-        if Path(path).suffix == ".onnx":
+    def load(cls, path: str | os.PathLike | None = None, device: str = "auto", **runtime) -> "Detector":
+        """A checkpoint (.safetensors), an exported .onnx, or (None / "default") the shipped detector."""
+        path = model_path(path)
+        if path.suffix == ".onnx":
             asked = {k: v for k, v in runtime.items() if v not in (False, "fp32", "auto")}
             if asked or device not in ("auto", "cpu"):
                 raise ConfigError(f"{path}: an ONNX model runs on onnxruntime's CPU provider; device and runtime "
@@ -278,8 +283,21 @@ def _expand(inputs) -> tuple[list[ImageInput], list[tuple[str, str]]]:
     return items, problems
 
 
-def load(path: str | os.PathLike | Path, device: str = "auto", **runtime) -> Detector:
+def model_path(model: str | os.PathLike | None) -> Path:
+    """The file of a model argument: the shipped default detector for None or "default"."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        path = Path(str(resources.files("synthdet.resources").joinpath(DEFAULT_MODEL_FILE)))
+        if not path.is_file():
+            raise CheckpointError(f"this synthdet build ships no default model ({path} is missing); "
+                                  f"give a checkpoint with --model")
+        return path
+    return Path(model)
+
+
+def load(path: str | os.PathLike | Path | None = None, device: str = "auto", **runtime) -> Detector:
     """Load a checkpoint (.safetensors, or an exported .onnx) for inference; nothing else is needed.
+
+    Without a path: the shipped default detector (``synthdet info`` prints its card).
 
     ``runtime`` takes the speed switches ``precision``, ``channels_last``, ``compile``.
     """

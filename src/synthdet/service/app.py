@@ -65,7 +65,7 @@ class BodySizeLimit:
         await self.app(scope, counting_receive, send)
 
 
-def create_app(checkpoint: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 2,
+def create_app(checkpoint: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 2,
                max_pixels: int = DEFAULT_MAX_PIXELS, device: str = "auto") -> FastAPI:
     detector = Detector.load(checkpoint, device)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synthdet")
