@@ -73,8 +73,10 @@ class SourceConfig(_Strict):
         "auto", description="auto: hashed into train/val/test; otherwise the whole source goes to that split"
     )
     group_by: Literal["file", "folder"] = Field(
-        "file", description="folder: images of one folder stay in one split (video frames, sequences)"
+        "file", description="folder: images of one folder (in a manifest: of the group or path column) stay in one "
+                            "split (video frames, sequences, renders of one prompt)"
     )
+    select: list[str] | None = Field(None, description="manifest only: keep just these sub-sources")
     max_images: int | None = Field(None, gt=0, description="seeded random subset of at most this many images")
     source_column: str = Field("source", description="manifest column that names sub-sources")
 
