@@ -83,6 +83,11 @@ class RunDir:
         return RunDir(self.root / "held_out")
 
     @property
+    def robustness_sweep(self) -> "RunDir":
+        """Where a sweep of this run's checkpoint is kept when it is filed inside the run."""
+        return RunDir(self.root / "robustness")
+
+    @property
     def metrics(self) -> Path:
         return self.root / "metrics.json"
 

@@ -2,8 +2,9 @@
 
 The report gathers what a run folder holds, whichever command produced it: config, data
 summary and skipped files, training curves, calibration, evaluation tables and figures
-(the folder itself, ``test/`` or ``held_out/``), robustness and protocol results. A
-training run that lacks a file it should have gets a "Missing" section naming it.
+(the folder itself, ``test/`` or ``held_out/``), robustness (the folder or ``robustness/``)
+and protocol results. A training run that lacks a file it should have gets a "Missing"
+section naming it.
 """
 
 from __future__ import annotations
@@ -177,13 +178,15 @@ def _evaluations(run: RunDir) -> list[Section]:
 
 
 def _robustness(run: RunDir) -> list[Section]:
-    if not run.robustness.is_file():
-        return []
-    rows = json.loads(run.robustness.read_text())
-    return [Section("Robustness", [
-        Table(("perturbation", "level", "n", "accuracy", "roc_auc", "mean_p_synthetic"), rows),
-        *_figure(run.figure("robustness"), "Accuracy and ROC-AUC"),
-    ])]
+    """A sweep folder itself, or a training run with its sweep filed under ``robustness/``."""
+    for folder in (run, run.robustness_sweep):
+        if folder.robustness.is_file():
+            rows = json.loads(folder.robustness.read_text())
+            return [Section("Robustness", [
+                Table(("perturbation", "level", "n", "accuracy", "roc_auc", "mean_p_synthetic"), rows),
+                *_figure(folder.figure("robustness"), "Accuracy and ROC-AUC"),
+            ])]
+    return []
 
 
 def _protocol(run: RunDir) -> list[Section]:
