@@ -21,7 +21,7 @@ import os
 from dataclasses import asdict, dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from PIL import Image
@@ -134,8 +134,12 @@ class Detector:
         return self._cache
 
     @classmethod
-    def load(cls, path: str | os.PathLike | None = None, device: str = "auto", **runtime) -> "Detector":
-        """A checkpoint (.safetensors), an exported .onnx, or (None / "default") the shipped detector."""
+    def load(cls, path: str | os.PathLike | None = None, device: str = "auto",
+             log: Callable[[str], None] = print, **runtime) -> "Detector":
+        """A checkpoint (.safetensors), an exported .onnx, or (None / "default") the shipped detector.
+
+        ``log`` hears about a backbone fetched on first use.
+        """
         path = model_path(path)
         if path.suffix == ".onnx":
             asked = {k: v for k, v in runtime.items() if v not in (False, "fp32", "auto")}
@@ -144,7 +148,7 @@ class Detector:
                                   f"switches ({', '.join(asked) or device}) apply to .safetensors checkpoints only")
             net, meta = load_onnx(path)
             return cls(net, meta, torch.device("cpu"))
-        net, meta = load_network(path)
+        net, meta = load_network(path, log)
         return cls(net, meta, resolve_device(device), **runtime)
 
     @property

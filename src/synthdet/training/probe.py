@@ -192,34 +192,37 @@ def _set_standardization(head, x: np.ndarray, w: np.ndarray) -> None:
 
 
 def _fit_linear(head, train: Embedded, val: Embedded, config: Config) -> tuple[list[dict], dict]:
+    """Logistic regression along C_GRID (each fit warm-started from the last), C chosen on validation."""
     x, y, w = _training_matrix(train)
     _set_standardization(head, x, w)
     z = (x - head.mean.numpy()) / head.std.numpy()
-    history, models = [], []
+    model = LogisticRegression(max_iter=3000, tol=1e-4, warm_start=True)
+    history, fits = [], []
     for c in C_GRID:
-        model = LogisticRegression(C=c, max_iter=3000, tol=1e-5)
+        model.set_params(C=c)
         model.fit(z, y, sample_weight=w)
-        _set_linear(head, model)
+        _set_linear(head, model.coef_[0], model.intercept_[0])
         with torch.no_grad():
             val_metrics = _validate(head, val, config.train.threshold)
-            p_true = model.predict_proba(z)[np.arange(len(y)), y]
-            train_loss = float(np.average(-np.log(np.clip(p_true, 1e-12, 1.0)), weights=w))
+        p_true = model.predict_proba(z)[np.arange(len(y)), y]
+        train_loss = float(np.average(-np.log(np.clip(p_true, 1e-12, 1.0)), weights=w))
         history.append({"candidate": len(history) + 1, "C": c, "train_loss": train_loss,
                         **{f"val_{k}": val_metrics[k] for k in ("loss", "accuracy", "roc_auc", "f1")}})
-        models.append((model, val_metrics))
+        fits.append((model.coef_.copy(), model.intercept_.copy(), val_metrics))
         log.info("C %-6g train loss %.4f | val loss %.4f acc %.3f auc %s", c, train_loss, val_metrics["loss"],
                  val_metrics["accuracy"], "n/a" if val_metrics["roc_auc"] is None else f"{val_metrics['roc_auc']:.3f}")
     best = _select(history, config.train.select_metric)
-    _set_linear(head, models[best][0])
-    return history, {"candidate": best + 1, "kind": "linear", "C": C_GRID[best], "val": models[best][1]}
+    coef, intercept, val_metrics = fits[best]
+    _set_linear(head, coef[0], intercept[0])
+    return history, {"candidate": best + 1, "kind": "linear", "C": C_GRID[best], "val": val_metrics}
 
 
-def _set_linear(head, model: LogisticRegression) -> None:
+def _set_linear(head, coef: np.ndarray, intercept: float) -> None:
     """Two logits (0, w.z + b), so softmax gives P(synthetic) = sigmoid(w.z + b)."""
-    coef = torch.from_numpy(model.coef_[0]).float()
+    weight = torch.from_numpy(coef).float()
     with torch.no_grad():
-        head.classifier.weight.copy_(torch.stack([torch.zeros_like(coef), coef]))
-        head.classifier.bias.copy_(torch.tensor([0.0, float(model.intercept_[0])]))
+        head.classifier.weight.copy_(torch.stack([torch.zeros_like(weight), weight]))
+        head.classifier.bias.copy_(torch.tensor([0.0, float(intercept)]))
 
 
 def _fit_mlp(head, train: Embedded, val: Embedded, config: Config) -> tuple[list[dict], dict]:
