@@ -82,14 +82,56 @@ def network_from_meta(meta: CheckpointMeta) -> DetectorNet:
 
 
 def load_network(path: str | Path) -> tuple[DetectorNet, CheckpointMeta]:
-    """Network (on the CPU, in eval mode) and metadata from a checkpoint file."""
+    """Network (on the CPU, in eval mode) and metadata from a checkpoint file.
+
+    The tensors are checked against the model the metadata describes (names, shapes,
+    dtypes, finite values); every mismatch is one :class:`CheckpointError`.
+    """
     meta = read_metadata(path)
-    net = network_from_meta(meta)
-    try:
-        net.load_state_dict(read_tensors(path))
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: tensors do not fit the model its metadata describes ({exc})") from None
+    tensors = read_tensors(path)
+    if meta.model.options:
+        # Options can size a model (a head's width...): check them first on torch's meta
+        # device, which allocates nothing. Without options the registry's defaults bound the
+        # size, and the meta device's first use (about 70 MB of imports) is not worth it.
+        with torch.device("meta"):
+            _check_tensors(path, tensors, _network(meta, path))
+    net = _network(meta, path)
+    _check_tensors(path, tensors, net)
+    net.load_state_dict(tensors)
     return net.eval(), meta
+
+
+def _network(meta: CheckpointMeta, path: str | Path) -> DetectorNet:
+    try:
+        return network_from_meta(meta)
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:  # e.g. model options its constructor refuses
+        raise CheckpointError(f"{path}: cannot build the model its metadata describes ({exc})") from None
+
+
+def _check_tensors(path: str | Path, tensors: dict[str, torch.Tensor], net: DetectorNet) -> None:
+    problems = tensor_problems(tensors, net.state_dict())
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise CheckpointError(f"{path}: tensors do not fit the model its metadata describes: {shown}")
+
+
+def tensor_problems(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> list[str]:
+    """What keeps ``tensors`` from loading into a model whose state dict looks like ``expected``.
+
+    Names, shapes and the kind of dtype must match (a float16 file may fill float32
+    weights, integers may not), and floating values must be finite.
+    """
+    problems = [f"missing {name}" for name in expected if name not in tensors]
+    problems += [f"unexpected {name}" for name in tensors if name not in expected]
+    for name in expected.keys() & tensors.keys():
+        have, want = tensors[name], expected[name]
+        if have.shape != want.shape:
+            problems.append(f"{name} has shape {tuple(have.shape)}, the model needs {tuple(want.shape)}")
+        elif have.dtype.is_floating_point != want.dtype.is_floating_point:
+            problems.append(f"{name} is {have.dtype}, the model needs {want.dtype}")
+        elif have.dtype.is_floating_point and not torch.isfinite(have).all():
+            problems.append(f"{name} holds NaN or infinite values")
+    return sorted(problems)
 
 
 def save_network(path: str | Path, net: DetectorNet, meta: CheckpointMeta) -> Path:
