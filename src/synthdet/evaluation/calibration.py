@@ -22,7 +22,7 @@ from synthdet.checkpoint import rewrite_metadata
 from synthdet.evaluation.plots import reliability_diagram
 from synthdet.inference.detector import Detector
 from synthdet.inference.scoring import probability_synthetic
-from synthdet.rundir import RunDir
+from synthdet.rundir import RunDir, prepare_folder, write_atomic
 
 ECE_BINS = 15
 #: Temperatures are searched in [1/20, 100]; a fit at the lower bound means the validation
@@ -141,10 +141,9 @@ def calibrate_checkpoint(checkpoint: Path, records, target_fpr: float | None = N
                                             "calibration": result.to_dict()})
     rewrite_metadata(checkpoint, meta)
     if out_dir is not None:
-        out = RunDir(out_dir)
-        out.root.mkdir(parents=True, exist_ok=True)
-        out.calibration.write_text(json.dumps(result.to_dict(), indent=2))
+        out = RunDir(prepare_folder(out_dir))
+        write_atomic(out.calibration, json.dumps(result.to_dict(), indent=2))
         before = probability_synthetic(logits_t).numpy()
         after = probability_synthetic(logits_t, result.temperature).numpy()
-        reliability_diagram(labels_t.numpy(), before, after, out.reliability)
+        out.best_effort("reliability diagram", reliability_diagram, labels_t.numpy(), before, after, out.reliability)
     return result

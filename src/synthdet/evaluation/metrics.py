@@ -6,7 +6,6 @@ from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
-from sklearn import metrics as skm
 
 from synthdet.data.labels import SYNTHETIC
 
@@ -16,6 +15,10 @@ def binary_metrics(labels: Sequence[int], probs: Sequence[float], threshold: flo
 
     ``probs`` are probabilities of the synthetic class; ``labels`` 0 = real, 1 = synthetic.
     """
+    # Imported here, not at the top: scikit-learn is 60 MB that importing the trainer (and
+    # with it the CLI, before it predicts) would otherwise pay for nothing.
+    from sklearn import metrics as skm
+
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probs, dtype=float)
     pred = (p >= threshold).astype(int)

@@ -24,7 +24,7 @@ from synthdet.evaluation import plots
 from synthdet.evaluation.evaluate import labels_and_probs
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.detector import Detector, PredictOptions
-from synthdet.rundir import RunDir
+from synthdet.rundir import RunDir, atomic_path, prepare_folder, write_atomic
 
 MARGIN = 16  # pixels of context kept around the crop for blur kernels and JPEG blocks
 
@@ -104,11 +104,10 @@ def run_robustness(detector: Detector, records: list[ImageRecord], sweep: list[P
 
 def write_robustness(rows: list[dict], out_dir: Path) -> None:
     """robustness.csv, robustness.json and robustness.png (curves) in ``out_dir``."""
-    out = RunDir(out_dir)
-    out.root.mkdir(parents=True, exist_ok=True)
-    with out.robustness_csv.open("w", newline="") as fh:
+    out = RunDir(prepare_folder(out_dir))
+    with atomic_path(out.robustness_csv) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    out.robustness.write_text(json.dumps(rows, indent=2))
-    plots.robustness_curves(rows, out.figure("robustness"))
+    write_atomic(out.robustness, json.dumps(rows, indent=2))
+    out.best_effort("robustness figure", plots.robustness_curves, rows, out.figure("robustness"))
