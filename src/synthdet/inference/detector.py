@@ -16,6 +16,7 @@ What a result's numbers mean:
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -26,6 +27,7 @@ from PIL import Image
 
 from synthdet.checkpoint import CheckpointMeta
 from synthdet.config import ConfigError
+from synthdet.data.decode import DEFAULT_MAX_PIXELS
 from synthdet.data.loader import Batch, ImageDataset, ImageInput, item_name, make_loader
 from synthdet.data.transforms import EvalTransform
 from synthdet.inference.inputs import expand_inputs
@@ -59,6 +61,12 @@ class PredictOptions:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.max_tiles < 1:
             raise ConfigError(f"max_tiles must be at least 1, got {self.max_tiles}")
+        if self.threshold is not None and not 0 < self.threshold < 1:  # also refuses NaN
+            raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.workers < -1:
+            raise ConfigError(f"workers must be -1 (one per core), 0 or more, got {self.workers}")
 
 
 @dataclass
@@ -144,10 +152,14 @@ class Detector:
         yield from self.score_items(items, options or PredictOptions(**kwargs), progress)
 
     def view_transform(self, options: PredictOptions):
-        """The loader transform ``options`` ask for: tiles, or the checkpoint's center crop."""
+        """The loader transform ``options`` ask for: tiles, or the checkpoint's center crop.
+
+        The tiles of one image never hold more pixels than the pixel budget allows one image.
+        """
         if not options.tiles:
             return EvalTransform(self.crop)
-        return TileTransform(self.crop, options.overlap, options.max_tiles)
+        within_budget = max(1, DEFAULT_MAX_PIXELS // (self.crop[0] * self.crop[1]))
+        return TileTransform(self.crop, options.overlap, min(options.max_tiles, within_budget))
 
     def iter_batches(self, items: Sequence[ImageInput], batch_size: int = 32, workers: int = -1,
                      progress: bool = False, transform=None) -> Iterator[tuple[Batch, torch.Tensor]]:
@@ -202,6 +214,9 @@ class Detector:
             prob = float((tile_probs >= threshold).float().mean())
         else:
             prob = float(probability_synthetic(logits.mean(0, keepdim=True), temperature)[0])
+        if not torch.isfinite(tile_probs).all() or not math.isfinite(prob):  # never a verdict from NaN
+            return Prediction(input=name, error="the model gave no finite score for this image", note=note,
+                              image_size=tuple(size))
         spread = float(tile_probs.std(unbiased=False)) if len(tile_probs) > 1 else 0.0
         uncertain = (abs(prob - threshold) < options.uncertainty_band or spread > options.max_spread
                      or (flip_spread or 0.0) > options.max_spread)
