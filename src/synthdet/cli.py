@@ -1,40 +1,50 @@
-"""The ``synthdet`` command: train, evaluate, robustness, calibrate, report, predict, benchmark, demo, ..."""
+"""The ``synthdet`` command: train, evaluate, robustness, calibrate, report, predict, benchmark, demo, ...
+
+Exit codes: 0 success; 1 when ``predict`` could score nothing, or when a reader of
+standard output went away (``| head``); 2 for every error that is the user's to fix
+(configuration, data, checkpoint, output folder, a failed write, standard output
+included), shown as one line without a traceback.
+
+Training and evaluation modules (scikit-learn, SciPy, matplotlib: about 100 MB) are
+imported by the commands that use them, so ``predict`` stays within the memory its pixel
+budget is set for (:mod:`synthdet.data.decode`).
+"""
 
 from __future__ import annotations
 
 import csv
 import json
 import logging
+import os
 import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from synthdet import pipeline, weights
-from synthdet.checkpoint import CheckpointError, read_metadata
+from synthdet import weights
+from synthdet.checkpoint import CheckpointError
 from synthdet.config import ConfigError, config_from_dict, load_config, resolve_paths
 from synthdet.data.decode import load_image
-from synthdet.data.sources import SourceError, records_from_arguments, sources_from_arguments
+from synthdet.data.sources import IgnoredFiles, SourceError, records_from_arguments, sources_from_arguments
 from synthdet.data.toy import write_toy_dataset
-from synthdet.evaluation.calibration import calibrate_checkpoint
-from synthdet.evaluation.evaluate import SOURCE_COLUMNS, EvaluationResult, evaluate_records, write_evaluation
-from synthdet.evaluation.report import write_report
-from synthdet.evaluation.robustness import run_robustness, write_robustness
 from synthdet.evaluation.tables import PROTOCOL_COLUMNS, fmt, protocol_summary_line
 from synthdet.importers import import_aics_cifake
 from synthdet.inference.detector import Detector, PredictOptions
-from synthdet.inference.heatmap import write_heatmap
+from synthdet.inference.inputs import expand_inputs
 from synthdet.inference.onnx_export import export_onnx
-from synthdet.inference.video import VideoError, is_video, predict_video
-from synthdet.protocols import kfold, leave_one_source_out
-from synthdet.rundir import RunDir, new_run_dir
+from synthdet.inference.video import VideoError, check_sampling, is_video, predict_video
+from synthdet.rundir import OutputError, RunDir, new_run_dir, prepare_folder
 from synthdet.training.trainer import TrainingError
+
+if TYPE_CHECKING:
+    from synthdet.evaluation.evaluate import EvaluationResult
 
 app = typer.Typer(help="Tell real photographs from synthetic images.", no_args_is_help=True, add_completion=False)
 # Plain lines are never re-wrapped (scripts parse them); when piped, tables get room
@@ -44,8 +54,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 # Options several commands share, declared once so they read (and default) alike.
 DATA = typer.Option(..., "--data", "-d", help="config .yaml, folder or .csv manifest (repeatable)")
-BATCH_SIZE = typer.Option(32, help="images per batch")
-WORKERS = typer.Option(-1, help="decoding processes (-1: one per core)")
+BATCH_SIZE = typer.Option(32, min=1, help="images per batch")
+WORKERS = typer.Option(-1, min=-1, help="decoding processes (-1: one per core)")
 DEVICE = typer.Option("auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda[:N] or mps")
 
 # Speed switches shared by the commands that run inference in bulk (none changes preprocessing).
@@ -53,17 +63,31 @@ PRECISION = typer.Option("fp32", help="fp32, or bf16 for the backbone (faster on
 CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels-last memory layout for the backbone")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the network (slow start, faster afterwards)")
 
-#: Errors that are the user's to fix: shown as one clear line, no traceback.
-USER_ERRORS = (ConfigError, SourceError, CheckpointError, TrainingError, FileNotFoundError, weights.WeightsError)
+#: Errors that are the user's to fix: shown as one clear line, no traceback. OSError covers
+#: a file that cannot be read or written (a full disk, standard output to a full device).
+USER_ERRORS = (ConfigError, SourceError, CheckpointError, TrainingError, OutputError, OSError, weights.WeightsError)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        app()
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # a failed write to stdout surfaces here, not as noise at exit
     except USER_ERRORS as exc:
+        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
+            _silence_stdout()  # stdout may be what failed: its unwritten rest must not fail again at exit
+            exc = f"cannot write or read {exc.filename or 'standard output'} ({exc.strerror or exc})"
         err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
         sys.exit(2)
+
+
+def _silence_stdout() -> None:
+    try:
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+        pass
 
 
 @app.command()
@@ -96,6 +120,8 @@ def train(
         config.train.target_fpr = target_fpr
     if not config.data.sources:
         raise ConfigError(f"{config_path}: no data sources; add data.sources or give --data FOLDER")
+    from synthdet import pipeline
+
     result = pipeline.train(config, resume=resume, test=test)
     out.print(f"best epoch {result.best_epoch}: val accuracy {fmt(result.best_val['accuracy'])}, "
               f"ROC-AUC {fmt(result.best_val['roc_auc'])}  ->  {result.best_checkpoint}")
@@ -120,13 +146,17 @@ def evaluate(
     device: str = DEVICE,
 ):
     """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of CHECKPOINT on --data."""
-    records = records_from_arguments(data, split=split, label=label)
+    from synthdet.evaluation.evaluate import evaluate_records, write_evaluation
+
+    ignored = IgnoredFiles()
+    records = records_from_arguments(data, split=split, label=label, ignored=ignored)
     detector = Detector.load(checkpoint, device)
-    result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles)
-    out_dir = out_dir or new_run_dir(Path("runs/evaluate"), checkpoint.parent.name or "eval").root
-    write_evaluation(result, out_dir)
+    out = (RunDir(out_dir) if out_dir else new_run_dir(Path("runs/evaluate"), checkpoint.parent.name or "eval")).prepare()
+    result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles,
+                              ignored=ignored)
+    write_evaluation(result, out.root)
     print_evaluation(result)
-    report(out_dir)
+    out.best_effort("report", report, out.root)
 
 
 @app.command()
@@ -147,6 +177,8 @@ def protocol(
     leave-one-source-out: train on all sources but one, test on every image of that one,
     for each source; kfold: stratified folds that never split a group.
     """
+    from synthdet.protocols import kfold, leave_one_source_out
+
     config = load_config(config_path)
     if data:
         config.data.sources = sources_from_arguments(data)
@@ -168,7 +200,7 @@ def protocol(
         table.add_row(*(fmt(row.get(c)) for c in PROTOCOL_COLUMNS))
     out.print(table)
     out.print(protocol_summary_line(summary))
-    report(out_dir)
+    RunDir(out_dir).best_effort("report", report, out_dir)
 
 
 @app.command()
@@ -183,17 +215,20 @@ def robustness(
     device: str = DEVICE,
 ):
     """Accuracy and ROC-AUC under JPEG, downscaling, blur, noise and smaller crops."""
+    from synthdet.evaluation.robustness import run_robustness, write_robustness
+
     records = records_from_arguments(data, split=split, label=label)
-    rows = run_robustness(Detector.load(checkpoint, device), records, batch_size=batch_size, workers=workers,
-                          progress=True)
-    out_dir = out_dir or new_run_dir(Path("runs/robustness"), checkpoint.parent.name or "robustness").root
+    detector = Detector.load(checkpoint, device)
+    out_dir = (RunDir(out_dir) if out_dir else new_run_dir(Path("runs/robustness"), checkpoint.parent.name
+                                                            or "robustness")).prepare().root
+    rows = run_robustness(detector, records, batch_size=batch_size, workers=workers, progress=True)
     write_robustness(rows, out_dir)
     table = Table("perturbation", "level", "n", "accuracy", "ROC-AUC", "mean P(synth)", title="Robustness")
     for row in rows:
         table.add_row(row["perturbation"], f"{row['level']:g}", str(row["n"]), fmt(row["accuracy"]),
                       fmt(row["roc_auc"]), fmt(row["mean_p_synthetic"]))
     out.print(table)
-    report(out_dir)
+    RunDir(out_dir).best_effort("report", report, out_dir)
 
 
 @app.command()
@@ -206,7 +241,11 @@ def calibrate(
     device: str = DEVICE,
 ):
     """Fit temperature scaling (and optionally a threshold for a target FPR) and store them in CHECKPOINT."""
+    from synthdet.evaluation.calibration import calibrate_checkpoint
+
     records = records_from_arguments(data, split=split)
+    for folder in {checkpoint.parent, out_dir or checkpoint.parent}:  # both are written after scoring
+        prepare_folder(folder)
     result = calibrate_checkpoint(checkpoint, records, target_fpr, out_dir or checkpoint.parent, device)
     out.print(f"temperature {result.temperature:.4g}, threshold {result.threshold:.4g}; NLL {result.nll_before:.4f}"
               f" -> {result.nll_after:.4f}, ECE {result.ece_before:.4f} -> {result.ece_after:.4f} on {result.n} images"
@@ -217,6 +256,8 @@ def calibrate(
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="a training, evaluation, robustness or protocol folder")):
     """Write RUN_DIR/report.md and a self-contained RUN_DIR/report.html."""
+    from synthdet.evaluation.report import write_report
+
     md_path, html_path = write_report(run_dir)
     out.print(f"report: {html_path} (and {md_path.name})")
 
@@ -234,8 +275,8 @@ def predict(
     tta: bool = typer.Option(False, help="also score mirrored views"),
     heatmap: Optional[Path] = typer.Option(None, help="write IMAGE.heatmap.png per image into this folder"),
     fps: float = typer.Option(2.0, help="video: frames sampled per second"),
-    every: Optional[int] = typer.Option(None, help="video: score every N-th frame instead of --fps"),
-    window: int = typer.Option(5, help="video: smoothing window in sampled frames"),
+    every: Optional[int] = typer.Option(None, min=1, help="video: score every N-th frame instead of --fps"),
+    window: int = typer.Option(5, min=1, help="video: smoothing window in sampled frames"),
     smoothing: str = typer.Option("mean", help="video: mean (of probabilities) or majority (of labels)"),
     out_dir: Path = typer.Option(Path("runs/predict"), "--out", help="video: where per-frame CSVs go"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
@@ -249,29 +290,38 @@ def predict(
     """Label images and videos as real or synthetic, with calibrated probability and uncertainty.
 
     Images larger than the crop are covered with tiles whose verdicts are aggregated;
-    videos are sampled, scored frame by frame and smoothed over time. Failures are listed.
+    videos are sampled, scored frame by frame and smoothed over time. Every input is
+    reported: scored, or failed with the reason; files a folder scan passes over are counted.
     """
     detector = Detector.load(checkpoint, device, precision=precision, channels_last=channels_last, compile=compile)
     options = PredictOptions(tiles=tiles, overlap=overlap, max_tiles=max_tiles, aggregate=aggregate, tta=tta,
                              threshold=threshold, keep_tiles=heatmap is not None, batch_size=batch_size,
                              workers=workers)
     videos = [i for i in inputs if is_video(i) and Path(i).is_file()]
-    images = [i for i in inputs if i not in videos]
+    ignored = IgnoredFiles()
+    images, problems = expand_inputs([i for i in inputs if i not in videos], ignored)
+    if heatmap is not None:  # output folders are checked before the first image is scored
+        from synthdet.inference.heatmap import write_heatmap  # matplotlib's colour maps, only when asked
+
+        prepare_folder(heatmap)
+    if videos:
+        check_sampling(fps, every, window, smoothing)
+        prepare_folder(out_dir)
     output = _PredictionOutput("json" if as_json else "csv" if as_csv else "table")
-    if images:
-        for p in detector.predict_iter(images, progress=output.style == "table", options=options):
-            output.image(p)
-            if heatmap is not None and p.ok:
-                write_heatmap(load_image(p.input).pixels, p, heatmap)
+    for name, problem in problems:
+        output.failed(name, problem)
+    for p in detector.predict_iter(images, progress=output.style == "table", options=options):
+        output.image(p)
+        if heatmap is not None and p.ok:
+            write_heatmap(load_image(p.input).pixels, p, heatmap)
     for video in videos:
         try:
             result = predict_video(detector, video, fps, every, window, smoothing, options)
         except VideoError as exc:
             output.failed(video, str(exc))
             continue
-        out_dir.mkdir(parents=True, exist_ok=True)
         output.video(result, result.write_csv(out_dir / f"{Path(video).stem}.frames.csv"))
-    output.close()
+    output.close(ignored)
     if output.scored == 0:
         raise typer.Exit(1)
 
@@ -300,26 +350,27 @@ class _PredictionOutput:
     def video(self, v, frames_csv: Path) -> None:
         self.scored += 1
         note = (f"video: {len(v.frames)} sampled frames, {100 * v.fraction_synthetic:.0f}% judged synthetic "
-                f"after smoothing; per-frame scores in {frames_csv}")
+                f"after smoothing; per-frame scores in {frames_csv}" + (f"; {v.note}" if v.note else ""))
         row = {**v.to_dict(), "note": note, "frames_csv": str(frames_csv)}
         self._emit(row, [v.input, v.label, f"{v.prob_synthetic:.3f}", "", str(len(v.frames)), note])
 
     def failed(self, name: str, error: str) -> None:
         self.failures += 1
-        self._emit({"input": name, "error": error}, [name, "[red]error[/red]", "", "", "", error])
+        self._emit({"input": name, "error": error}, [name, Text("error", style="red"), "", "", "", error])
 
     def _emit(self, row: dict, cells: list[str]) -> None:
         if self.style == "json":
             print(json.dumps(row), flush=True)
         elif self.writer:
             self.writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in self.CSV_COLUMNS})
-        else:
-            self.table.add_row(*cells)
+        else:  # names and messages are text, never rich markup ("photo[1].jpg", "[Errno 13]")
+            self.table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
 
-    def close(self) -> None:
+    def close(self, ignored: IgnoredFiles) -> None:
         if self.style == "table":
             out.print(self.table)
-        err.print(f"{self.scored} input(s) scored, {self.failures} failed")
+        err.print(f"{self.scored} input(s) scored, {self.failures} failed"
+                  + (f"; in the folders given, {ignored}" if ignored.total else ""), highlight=False)
 
 
 @app.command()
@@ -341,17 +392,19 @@ def serve(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     max_upload_mb: float = typer.Option(20.0, help="larger requests get 413"),
-    workers: int = typer.Option(2, help="inference threads; further requests queue"),
+    workers: int = typer.Option(2, min=1, help="inference threads; further requests queue"),
+    body_timeout: float = typer.Option(30.0, help="seconds an upload may stall before it gets 408"),
     device: str = DEVICE,
 ):
     """HTTP service: POST /v1/predict, GET /v1/model, /healthz, /docs, and a web page at /."""
     import uvicorn
 
-    from synthdet.service.app import create_app
+    from synthdet.service.app import KEEP_ALIVE_TIMEOUT, create_app
 
-    app_ = create_app(checkpoint, max_upload_mb=max_upload_mb, workers=workers, device=device)
+    app_ = create_app(checkpoint, max_upload_mb=max_upload_mb, workers=workers, device=device,
+                      body_timeout=body_timeout)
     out.print(f"synthdet serving {checkpoint} on http://{host}:{port}/")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_TIMEOUT)
 
 
 @app.command()
@@ -367,6 +420,8 @@ def benchmark(
     compile: bool = COMPILE,
 ):
     """Accuracy (and images/second) on a folder of known label."""
+    from synthdet.evaluation.evaluate import evaluate_records
+
     records = records_from_arguments([folder], label=label)
     detector = Detector.load(checkpoint, device, precision=precision, channels_last=channels_last, compile=compile)
     started = time.perf_counter()
@@ -395,6 +450,8 @@ def demo(
     if epochs:
         raw["train"]["epochs"] = epochs
     config = resolve_paths(config_from_dict(raw, "demo config"), Path.cwd())
+    from synthdet import pipeline
+
     result = pipeline.train(config)
     print_evaluation(result.test, title="Demo: test split of the toy data (best checkpoint)")
     out.print(f"report: {RunDir(result.run_dir).report_html}")
@@ -429,11 +486,16 @@ def import_cifake(
 
 @app.command()
 def info(checkpoint: Path = typer.Argument(...)):
-    """Print a checkpoint's metadata (model, features, crop, classes, threshold, training summary)."""
-    print(read_metadata(checkpoint).model_dump_json(indent=2))
+    """Print a checkpoint's metadata (model, features, crop, classes, threshold, training summary).
+
+    The whole checkpoint is loaded and checked, so a broken one is an error (exit 2) here too.
+    """
+    print(Detector.load(checkpoint, "cpu").meta.model_dump_json(indent=2))
 
 
 def print_evaluation(result: EvaluationResult, title: str = "Evaluation") -> None:
+    from synthdet.evaluation.evaluate import SOURCE_COLUMNS
+
     table = Table("source", "n", "real", "synthetic", "accuracy", "mean P(synth)", "ROC-AUC", title=title)
     for row in result.per_source:
         table.add_row(*(fmt(row[c]) for c in SOURCE_COLUMNS))
@@ -443,7 +505,7 @@ def print_evaluation(result: EvaluationResult, title: str = "Evaluation") -> Non
         f"mean accuracy over sources {fmt(result.mean_source_accuracy)} | overall accuracy {fmt(m['accuracy'])} "
         f"precision {fmt(m['precision'])} recall {fmt(m['recall'])} F1 {fmt(m['f1'])} "
         f"ROC-AUC {fmt(m['roc_auc'])} AP {fmt(m['average_precision'])} | n={m['n']}, "
-        f"{len(result.skipped)} skipped"
+        f"{len(result.skipped)} skipped" + (f", {result.ignored}" if result.ignored.total else "")
     )
     for path, (reason, _) in sorted(result.skipped.entries.items()):
         err.print(f"  skipped {path}: {reason}")
