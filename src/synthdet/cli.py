@@ -76,18 +76,24 @@ def main() -> None:
         finally:
             sys.stdout.flush()  # a failed write to stdout surfaces here, not as noise at exit
     except USER_ERRORS as exc:
-        if isinstance(exc, OSError) and not isinstance(exc, FileNotFoundError):
-            _silence_stdout()  # stdout may be what failed: its unwritten rest must not fail again at exit
-            exc = f"cannot write or read {exc.filename or 'standard output'} ({exc.strerror or exc})"
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {_describe(exc) if isinstance(exc, OSError) else exc}", markup=True,
+                  highlight=False)
         sys.exit(2)
 
 
-def _silence_stdout() -> None:
+def _describe(exc: OSError) -> str:
+    """An OSError as one line; when standard output is what failed, say so and stop writing to it."""
+    if exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
     try:
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
-        pass
+        sys.stdout.flush()
+    except OSError:
+        try:  # what could not be written must not fail again, as noise, when Python exits
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+            pass
+        return f"cannot write to standard output ({exc.strerror or exc})"
+    return str(exc)
 
 
 @app.command()
@@ -151,12 +157,13 @@ def evaluate(
     ignored = IgnoredFiles()
     records = records_from_arguments(data, split=split, label=label, ignored=ignored)
     detector = Detector.load(checkpoint, device)
-    out = (RunDir(out_dir) if out_dir else new_run_dir(Path("runs/evaluate"), checkpoint.parent.name or "eval")).prepare()
+    run = RunDir(out_dir) if out_dir else new_run_dir(Path("runs/evaluate"), checkpoint.parent.name or "eval")
+    run.prepare()  # before the first image is scored
     result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles,
                               ignored=ignored)
-    write_evaluation(result, out.root)
+    write_evaluation(result, run.root)
     print_evaluation(result)
-    out.best_effort("report", report, out.root)
+    run.best_effort("report", report, run.root)
 
 
 @app.command()
@@ -219,16 +226,16 @@ def robustness(
 
     records = records_from_arguments(data, split=split, label=label)
     detector = Detector.load(checkpoint, device)
-    out_dir = (RunDir(out_dir) if out_dir else new_run_dir(Path("runs/robustness"), checkpoint.parent.name
-                                                            or "robustness")).prepare().root
+    run = RunDir(out_dir) if out_dir else new_run_dir(Path("runs/robustness"), checkpoint.parent.name or "robustness")
+    run.prepare()  # before the first image is scored
     rows = run_robustness(detector, records, batch_size=batch_size, workers=workers, progress=True)
-    write_robustness(rows, out_dir)
+    write_robustness(rows, run.root)
     table = Table("perturbation", "level", "n", "accuracy", "ROC-AUC", "mean P(synth)", title="Robustness")
     for row in rows:
         table.add_row(row["perturbation"], f"{row['level']:g}", str(row["n"]), fmt(row["accuracy"]),
                       fmt(row["roc_auc"]), fmt(row["mean_p_synthetic"]))
     out.print(table)
-    RunDir(out_dir).best_effort("report", report, out_dir)
+    run.best_effort("report", report, run.root)
 
 
 @app.command()
@@ -392,7 +399,7 @@ def serve(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     max_upload_mb: float = typer.Option(20.0, help="larger requests get 413"),
-    workers: int = typer.Option(2, min=1, help="inference threads; further requests queue"),
+    workers: int = typer.Option(1, min=1, help="inference threads (about 80 MB each under load); requests queue"),
     body_timeout: float = typer.Option(30.0, help="seconds an upload may stall before it gets 408"),
     device: str = DEVICE,
 ):

@@ -152,12 +152,15 @@ def _claimed_format(source) -> str | None:
     """The format whose signature ``source`` starts with, if any."""
     if source is None:
         return None
-    if hasattr(source, "read"):
-        source.seek(0)
-        head = source.read(16)
-    else:
-        with open(source, "rb") as fh:
-            head = fh.read(16)
+    try:
+        if hasattr(source, "read"):
+            source.seek(0)
+            head = source.read(16)
+        else:
+            with open(source, "rb") as fh:
+                head = fh.read(16)
+    except OSError:
+        return None
     for signature, name in SIGNATURES.items():
         if head.startswith(signature) and (name != "WebP" or head[8:12] == b"WEBP"):
             return name
@@ -196,7 +199,8 @@ def _plan(img: Image.Image, max_pixels: int, path, file_size: int | None) -> int
                   "(a decoder would fill most of it with grey)")
     progressive = img.format == "JPEG" and bool(img.info.get("progressive") or img.info.get("progression"))
     if progressive and 2 * width * height > max_pixels:
-        raise ImageDecodeError(path, _too_large(img.size, max_pixels // 2, "progressive JPEG"))
+        raise ImageDecodeError(path, _too_large(img.size, max_pixels // 2, "for a progressive JPEG, decoded whole "
+                                                                          "at any scale: half the budget"))
     if width * height <= max_pixels:
         return 1
     if img.format == "JPEG":

@@ -53,6 +53,7 @@ class PredictOptions:
     keep_tiles: bool = False  # put per-tile boxes and probabilities in the results
     batch_size: int = 32
     workers: int = -1
+    max_pixels: int = DEFAULT_MAX_PIXELS  # pixel budget of one image: what is decoded, and its tiles
 
     def __post_init__(self):
         if self.aggregate not in ("mean", "vote"):
@@ -67,6 +68,8 @@ class PredictOptions:
             raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
         if self.workers < -1:
             raise ConfigError(f"workers must be -1 (one per core), 0 or more, got {self.workers}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
 
 
 @dataclass
@@ -158,11 +161,12 @@ class Detector:
         """
         if not options.tiles:
             return EvalTransform(self.crop)
-        within_budget = max(1, DEFAULT_MAX_PIXELS // (self.crop[0] * self.crop[1]))
+        within_budget = max(1, options.max_pixels // (self.crop[0] * self.crop[1]))
         return TileTransform(self.crop, options.overlap, min(options.max_tiles, within_budget))
 
     def iter_batches(self, items: Sequence[ImageInput], batch_size: int = 32, workers: int = -1,
-                     progress: bool = False, transform=None) -> Iterator[tuple[Batch, torch.Tensor]]:
+                     progress: bool = False, transform=None,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[Batch, torch.Tensor]]:
         """Raw (uncalibrated) logits per view, batch by batch; failed files ride along in each batch.
 
         ``transform`` replaces the checkpoint's center crop (tiles, robustness perturbations).
@@ -173,7 +177,7 @@ class Detector:
         # A tiled image brings up to max_tiles views: load fewer images per batch, and let
         # iter_logits run the views through the network batch_size at a time.
         images_per_batch = max(1, batch_size // 8) if isinstance(transform, TileTransform) else batch_size
-        dataset = ImageDataset(items, transform)
+        dataset = ImageDataset(items, transform, max_pixels=max_pixels)
         loader = make_loader(dataset, images_per_batch, workers, pin_memory=self.device.type == "cuda")
         yield from iter_logits(self.runner, loader, self.device, self.precision,
                                progress="predict" if progress else None, max_views=batch_size)
@@ -184,7 +188,8 @@ class Detector:
         options = options or PredictOptions()
         threshold = self.threshold_for(options.threshold)
         transform = transform or self.view_transform(options)
-        for batch, logits in self.iter_batches(items, options.batch_size, options.workers, progress, transform):
+        for batch, logits in self.iter_batches(items, options.batch_size, options.workers, progress, transform,
+                                               options.max_pixels):
             flipped = self._flipped_logits(batch, options.batch_size) if options.tta and len(batch) else None
             by_index = {}
             start = 0

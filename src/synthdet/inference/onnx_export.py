@@ -36,7 +36,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path) -> tuple[Path, flo
             warnings.simplefilter("ignore")
             torch.onnx.export(net, (example,), str(tmp), dynamo=True, input_names=["images"],
                               output_names=["logits"], dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
-                              verbose=False)
+                              external_data=False, verbose=False)  # one file, no weights beside it
         exporter_log.setLevel(level)
         model = onnx.load(str(tmp))
         entry = model.metadata_props.add()

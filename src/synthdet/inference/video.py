@@ -97,7 +97,8 @@ def iter_frames(path: str | Path, fps: float | None = 2.0, every: int | None = N
         raise VideoError(f"{path}: cannot open video ({exc})") from exc
     with container:
         if not container.streams.video:
-            raise VideoError(f"{path}: no video stream (streams: {', '.join(s.type for s in container.streams) or 'none'})")
+            found = ", ".join(stream.type for stream in container.streams) or "none"
+            raise VideoError(f"{path}: no video stream (streams: {found})")
         stream = container.streams.video[0]
         if stream.width * stream.height > max_pixels:
             raise VideoError(f"{path}: frames of {stream.width}x{stream.height} exceed the {max_pixels:,}-pixel limit")
@@ -152,7 +153,7 @@ def predict_video(detector: Detector, path: str | Path, fps: float | None = 2.0,
     frames: list[FramePrediction] = []
     notes, unscored, chunk = [], 0, []
     try:
-        for sampled in iter_frames(path, fps, every):
+        for sampled in iter_frames(path, fps, every, options.max_pixels):
             chunk.append(sampled)
             if len(chunk) == options.batch_size:
                 unscored += _score_frames(detector, chunk, options, frames)

@@ -9,9 +9,10 @@ that stalls for ``body_timeout`` seconds gets 408 and its connection closed; a f
 is not an image gets 415, a corrupt or truncated one 422, one over the pixel budget 413
 (decompression bombs are refused from the header, before any pixel is decoded; oversized
 JPEGs are decoded at reduced scale instead, and the result's ``note`` says so). Inference
-runs on a bounded pool of ``workers`` threads, and each request decodes and scores its
-files one at a time, so memory is bounded by ``workers`` images at the budget whatever
-the number of requests or files. The model is loaded once, at start.
+runs on a bounded pool of ``workers`` threads (default 1: a forward pass on the CPU runs on
+every core already), and each request decodes and scores its files one at a time, so memory
+is bounded by ``workers`` images of :data:`SERVICE_MAX_PIXELS` whatever the number of
+requests or files. The model is loaded once, at start.
 """
 
 from __future__ import annotations
@@ -26,12 +27,17 @@ from pathlib import Path
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
-from synthdet.data.decode import load_image
+from synthdet.data.decode import DEFAULT_MAX_PIXELS, load_image
 from synthdet.inference.detector import Detector, PredictOptions
 from synthdet.inference.heatmap import heatmap_image
 from synthdet.version import __version__
 
 DEFAULT_MAX_UPLOAD_MB = 20
+#: Pixel budget of one uploaded image: half the command line's, because a server must stay
+#: near its idle memory under load (decoding peaks at about 8 bytes per pixel: 80 MB per
+#: inference thread, within 1.5x of an idle server's 300 MB). Larger JPEGs are decoded at
+#: reduced scale, other formats refused (413).
+SERVICE_MAX_PIXELS = DEFAULT_MAX_PIXELS // 2
 #: Seconds an upload may go without sending a byte before it gets 408 (its connection is
 #: closed). uvicorn's own ``timeout_keep_alive`` closes idle connections between requests.
 DEFAULT_BODY_TIMEOUT = 30.0
@@ -55,7 +61,7 @@ class BodyLimits:
             return await self.app(scope, receive, send)
         message = f"upload exceeds the {self.limit / 2**20:g} MB limit"
         declared = dict(scope.get("headers", [])).get(b"content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+        if declared is not None and int(declared) > self.limit:
             return await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
         received = 0
 
@@ -75,7 +81,7 @@ class BodyLimits:
         await self.app(scope, guarded_receive, send)
 
 
-def create_app(checkpoint: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 2,
+def create_app(checkpoint: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 1,
                device: str = "auto", body_timeout: float = DEFAULT_BODY_TIMEOUT) -> FastAPI:
     detector = Detector.load(checkpoint, device)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synthdet")
@@ -104,7 +110,7 @@ def create_app(checkpoint: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD
         tiles: bool = Query(True, description="cover large images with tiles (else one center crop)"),
         tta: bool = Query(False, description="also score mirrored views"),
     ):
-        options = PredictOptions(tiles=tiles, tta=tta, keep_tiles=heatmap, workers=0)
+        options = PredictOptions(tiles=tiles, tta=tta, keep_tiles=heatmap, workers=0, max_pixels=SERVICE_MAX_PIXELS)
         async with in_memory:
             uploads = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
             loop = asyncio.get_running_loop()
@@ -137,7 +143,8 @@ def _score(detector: Detector, uploads: list[tuple[str, bytes]], options: Predic
         result = prediction.to_dict()
         if heatmap:
             buffer = io.BytesIO()
-            heatmap_image(load_image(io.BytesIO(data)).pixels, prediction).save(buffer, format="PNG")
+            pixels = load_image(io.BytesIO(data), options.max_pixels).pixels
+            heatmap_image(pixels, prediction).save(buffer, format="PNG")
             result["heatmap_png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
         else:
             result.pop("tiles")
