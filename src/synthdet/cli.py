@@ -13,6 +13,7 @@ budget is set for (:mod:`synthdet.data.decode`).
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
 import os
@@ -81,19 +82,22 @@ def main() -> None:
         sys.exit(2)
 
 
+#: Write errors that, without a file name, come from standard output: every file synthdet
+#: writes goes through rundir.atomic_path, whose errors name the file.
+STDOUT_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EPIPE)
+
+
 def _describe(exc: OSError) -> str:
     """An OSError as one line; when standard output is what failed, say so and stop writing to it."""
     if exc.filename:
         return f"{exc.filename}: {exc.strerror or exc}"
-    try:
-        sys.stdout.flush()
-    except OSError:
-        try:  # what could not be written must not fail again, as noise, when Python exits
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
-            pass
-        return f"cannot write to standard output ({exc.strerror or exc})"
-    return str(exc)
+    if exc.errno not in STDOUT_ERRNOS:
+        return str(exc)
+    try:  # what could not be written must not fail again, as noise, when Python exits
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+        pass
+    return f"cannot write to standard output ({exc.strerror or exc})"
 
 
 @app.command()
