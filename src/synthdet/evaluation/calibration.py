@@ -65,7 +65,7 @@ def threshold_for_fpr(labels, probs, target_fpr: float) -> float:
 
     A real image counts as a false positive when its P(synthetic) >= threshold, so the
     threshold is placed just above (1e-6, well over float32 rounding) the k-th highest real
-    score, k = floor(target * n_real).
+    score, k = floor(target * n_real), and below 1 (a checkpoint's threshold lies in (0, 1)).
     """
     y = np.asarray(labels, dtype=int)
     real = np.sort(np.asarray(probs, dtype=float)[y == 0])[::-1]
@@ -74,7 +74,7 @@ def threshold_for_fpr(labels, probs, target_fpr: float) -> float:
     allowed = int(math.floor(target_fpr * len(real)))
     if allowed >= len(real):
         return 0.0
-    return float(min(real[allowed] + 1e-6, 1.0))
+    return float(min(real[allowed] + 1e-6, math.nextafter(1.0, 0.0)))
 
 
 @dataclass
