@@ -17,7 +17,7 @@ import torch
 
 from synthdet.checkpoint import METADATA_KEY, CheckpointError, CheckpointMeta, parse_metadata
 from synthdet.network import load_network
-from synthdet.rundir import atomic_path
+from synthdet.rundir import atomic_path, prepare_folder
 
 
 def export_onnx(checkpoint: str | Path, out_path: str | Path) -> tuple[Path, float]:
@@ -25,7 +25,7 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path) -> tuple[Path, flo
     import onnx
 
     net, meta = load_network(checkpoint)
-    out_path = Path(out_path)
+    out_path = prepare_folder(Path(out_path).parent) / Path(out_path).name
     height, width = meta.crop
     example = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     exporter_log = logging.getLogger("torch.onnx")
