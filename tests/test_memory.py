@@ -64,7 +64,7 @@ def test_one_cli_prediction_of_any_bomb_style_file_stays_under_500_mb(tmp_path):
     for run in runs:
         measure = ("import resource, subprocess, sys; subprocess.run(sys.argv[1:], check=True, "
                    "stdout=subprocess.DEVNULL); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)")
-        proc = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "synthdet", "predict",
+        proc = subprocess.run([sys.executable, "-c", measure, sys.executable, "-m", "synthdet", "predict", "-m",
                                str(checkpoint), *map(str, run), "--json"], capture_output=True, text=True, check=True)
         peaks[run[0].name] = round(int(proc.stdout) / 1024)
     assert max(peaks.values()) < 500, f"peak RSS in MB: {peaks}"
@@ -74,7 +74,7 @@ def test_the_service_stays_within_1_5x_its_idle_memory_and_drops_stalled_uploads
     cheap = [(p.name, p.read_bytes()) for p in cheap_bombs(tmp_path / "cheap")]
     full = [(p.name, p.read_bytes()) for p in at_budget(tmp_path / "full", SERVICE_MAX_PIXELS, True)]
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "synthdet", "serve", str(CHECKPOINT), "--port", str(port),
+    proc = subprocess.Popen([sys.executable, "-m", "synthdet", "serve", "-m", str(CHECKPOINT), "--port", str(port),
                              "--body-timeout", "2"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:

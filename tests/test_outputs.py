@@ -51,18 +51,18 @@ def never_scores(monkeypatch):
     (["--overlap", "1.5"], "overlap must be in [0, 1)"),
 ])
 def test_bad_predict_options_are_one_line_errors_with_exit_code_2(cli, args, message):
-    code, out, err = cli("predict", CHECKPOINT, IMAGE, *args)
+    code, out, err = cli("predict", "-m", CHECKPOINT, IMAGE, *args)
     assert code == 2 and message in err and "Traceback" not in err
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")
 def test_asking_for_cuda_without_it_is_a_clear_error(cli):
-    code, _, err = cli("predict", CHECKPOINT, IMAGE, "--device", "cuda")
+    code, _, err = cli("predict", "-m", CHECKPOINT, IMAGE, "--device", "cuda")
     assert code == 2 and "CUDA is not available here" in err
 
 
 def test_info_checks_the_whole_checkpoint(cli, tmp_path):
-    code, out, _ = cli("info", CHECKPOINT)
+    code, out, _ = cli("info", CHECKPOINT, "--json")
     assert code == 0 and json.loads(out)["model"]["name"] == "cifake_cnn"
     broken = tmp_path / "broken.safetensors"
     shutil.copy(CHECKPOINT, broken)
@@ -78,16 +78,17 @@ def test_info_checks_the_whole_checkpoint(cli, tmp_path):
 def test_an_output_folder_under_a_file_fails_before_any_image_is_scored(cli, never_scores, tmp_path):
     (tmp_path / "file").write_text("a regular file")
     folder = Path(__file__).parent / "data" / "checkpoint_v1"
-    code, _, err = cli("evaluate", CHECKPOINT, "--data", folder, "--label", "real", "--out", tmp_path / "file" / "eval")
+    code, _, err = cli("evaluate", "-m", CHECKPOINT, "--data", folder, "--label", "real",
+                       "--out", tmp_path / "file" / "eval")
     assert code == 2 and "cannot write output here" in err and "Traceback" not in err
-    code, _, err = cli("predict", CHECKPOINT, IMAGE, "--heatmap", tmp_path / "file" / "maps")
+    code, _, err = cli("predict", "-m", CHECKPOINT, IMAGE, "--heatmap", tmp_path / "file" / "maps")
     assert code == 2 and "cannot write output here" in err
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
 def test_a_read_only_output_folder_fails_before_any_image_is_scored(cli, never_scores, tmp_path):
     (tmp_path / "ro").mkdir(mode=0o555)
-    code, _, err = cli("predict", CHECKPOINT, IMAGE, "--heatmap", tmp_path / "ro")
+    code, _, err = cli("predict", "-m", CHECKPOINT, IMAGE, "--heatmap", tmp_path / "ro")
     assert code == 2 and "cannot write output here (Permission denied)" in err
 
 
@@ -99,7 +100,7 @@ def test_a_failed_write_to_standard_output_is_one_message_and_exit_code_2(tmp_pa
         resource.setrlimit(resource.RLIMIT_FSIZE, (200, 200))
 
     with (tmp_path / "out.csv").open("w") as stdout:
-        proc = subprocess.run([sys.executable, "-m", "synthdet", "predict", str(CHECKPOINT), str(awkward_folder),
+        proc = subprocess.run([sys.executable, "-m", "synthdet", "predict", "-m", str(CHECKPOINT), str(awkward_folder),
                                "--csv", "--workers", "0"], stdout=stdout, stderr=subprocess.PIPE, text=True,
                               preexec_fn=limit_file_size)
     assert proc.returncode == 2

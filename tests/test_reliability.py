@@ -52,7 +52,7 @@ def test_the_corpus_holds_what_it_documents(images):
 @pytest.mark.slow
 def test_predict_on_the_command_line_accounts_for_every_input(images, videos, tmp_path):
     # broken videos first: the inputs after them must still be processed and reported
-    proc = run_synthdet("predict", CHECKPOINT, images, *(videos / name for name in VIDEOS), "--json",
+    proc = run_synthdet("predict", "-m", CHECKPOINT, images, *(videos / name for name in VIDEOS), "--json",
                         "--out", tmp_path / "frames")
     assert "Traceback" not in proc.stdout + proc.stderr
     rows = {Path(row["input"]).name: row for row in map(json.loads, proc.stdout.splitlines())}
@@ -76,7 +76,7 @@ def test_predict_in_python_accounts_for_every_image(images):
 
 def test_evaluate_keeps_metrics_and_draws_galleries_of_thin_images(images, tmp_path, cli):
     out = tmp_path / "eval"
-    code, stdout, stderr = cli("evaluate", CHECKPOINT, "--data", images, "--label", "real", "--out", out,
+    code, stdout, stderr = cli("evaluate", "-m", CHECKPOINT, "--data", images, "--label", "real", "--out", out,
                                "--workers", "0")
     assert code == 0 and "Traceback" not in stdout + stderr
     assert f"n={len(GOOD)}, {len(BAD)} skipped, {IGNORED_LINE}" in stdout

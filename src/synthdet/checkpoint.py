@@ -29,7 +29,7 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from synthdet import weights
-from synthdet.config import CropSize, FeatureConfig
+from synthdet.config import CropSize, FeatureConfig, ViewConfig
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.features import FeatureExtractor
 from synthdet.models import list_models
@@ -37,7 +37,8 @@ from synthdet.rundir import atomic_path
 from synthdet.version import __version__
 
 METADATA_KEY = "synthdet"
-FORMAT_VERSION = 1
+#: 2: a model may name frozen pretrained weights it does not carry (``model.pretrained``), and a view.
+FORMAT_VERSION = 2
 #: Crop sides a checkpoint may ask for: a forward pass at 4096x4096 already needs gigabytes.
 CROP_LIMITS = (8, 4096)
 
@@ -52,12 +53,20 @@ def _finite(value: float, name: str) -> float:
     return value
 
 
+class PretrainedRef(BaseModel):
+    """Frozen backbone weights a checkpoint uses but does not carry: a weights key (or a path) and its sha256."""
+
+    weights: str
+    sha256: str
+
+
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str
     in_chans: int
     num_classes: int = 2
     options: dict[str, Any] = Field(default_factory=dict)
+    pretrained: PretrainedRef | None = None
 
     @field_validator("name")
     @classmethod
@@ -100,6 +109,7 @@ class CheckpointMeta(BaseModel):
     model: ModelSpec
     features: FeatureConfig
     crop: CropSize
+    view: ViewConfig | None = Field(None, description="default view for predict and evaluate")
     normalization: Normalization | None = Field(None, description="filled from the network when saved")
     class_names: list[str] = Field(default_factory=lambda: list(CLASS_NAMES))
     threshold: float = 0.5

@@ -37,9 +37,11 @@ from synthdet.data.sources import IgnoredFiles, SourceError, records_from_argume
 from synthdet.data.toy import write_toy_dataset
 from synthdet.evaluation.tables import PROTOCOL_COLUMNS, fmt, protocol_summary_line
 from synthdet.importers import import_aics_cifake
-from synthdet.inference.detector import Detector, PredictOptions
+from synthdet.inference.detector import Detector, PredictOptions, model_path
 from synthdet.inference.inputs import expand_inputs
-from synthdet.inference.onnx_export import export_onnx
+from synthdet.inference.onnx_export import export_onnx, load_onnx
+from synthdet.model_card import model_card
+from synthdet.network import check_checkpoint
 from synthdet.inference.video import VideoError, check_sampling, is_video, predict_video
 from synthdet.rundir import OutputError, RunDir, new_run_dir, prepare_folder
 from synthdet.training.trainer import TrainingError
@@ -58,9 +60,12 @@ DATA = typer.Option(..., "--data", "-d", help="config .yaml, folder or .csv mani
 BATCH_SIZE = typer.Option(32, min=1, help="images per batch")
 WORKERS = typer.Option(-1, min=-1, help="decoding processes (-1: one per core)")
 DEVICE = typer.Option("auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda[:N] or mps")
+MODEL = typer.Option(None, "--model", "-m",
+                     help="checkpoint (.safetensors or exported .onnx); default: the shipped detector (synthdet info)")
 
 # Speed switches shared by the commands that run inference in bulk (none changes preprocessing).
-PRECISION = typer.Option("fp32", help="fp32, or bf16 for the backbone (faster only where bfloat16 is native: GPUs, AVX512-BF16/AMX CPUs)")
+PRECISION = typer.Option("auto", help="fp32, bf16 (faster only where bfloat16 is native: GPUs, AVX512-BF16/AMX "
+                                       "CPUs), or auto: bf16 for frozen-backbone probes where native, else fp32")
 CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels-last memory layout for the backbone")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the network (slow start, faster afterwards)")
 
@@ -144,24 +149,26 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or .onnx)"),
     data: List[str] = DATA,
+    model: Optional[Path] = MODEL,
     split: str = typer.Option("test", help="split of config datasets to score: train, val, test or all"),
     label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (metrics, figures, report)"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
-    tiles: bool = typer.Option(False, "--tiles/--no-tiles", help="score tiles like predict (default: center crop)"),
+    tiles: Optional[bool] = typer.Option(
+        None, "--tiles/--no-tiles", help="score tiles, or one center crop (default: the model's view, else a center crop)"
+    ),
     batch_size: int = BATCH_SIZE,
     workers: int = WORKERS,
     device: str = DEVICE,
 ):
-    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of CHECKPOINT on --data."""
+    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of a model on --data."""
     from synthdet.evaluation.evaluate import evaluate_records, write_evaluation
 
     ignored = IgnoredFiles()
     records = records_from_arguments(data, split=split, label=label, ignored=ignored)
-    detector = Detector.load(checkpoint, device)
-    run = RunDir(out_dir) if out_dir else new_run_dir(Path("runs/evaluate"), checkpoint.parent.name or "eval")
+    detector = Detector.load(model, device)
+    run = RunDir(out_dir) if out_dir else new_run_dir(Path("runs/evaluate"), run_name(model, "eval"))
     run.prepare()  # before the first image is scored
     result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles,
                               ignored=ignored)
@@ -216,8 +223,8 @@ def protocol(
 
 @app.command()
 def robustness(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors)"),
     data: List[str] = DATA,
+    model: Optional[Path] = MODEL,
     split: str = typer.Option("test", help="split of config datasets to score"),
     label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (CSV, PNG, report)"),
@@ -229,8 +236,8 @@ def robustness(
     from synthdet.evaluation.robustness import run_robustness, write_robustness
 
     records = records_from_arguments(data, split=split, label=label)
-    detector = Detector.load(checkpoint, device)
-    run = RunDir(out_dir) if out_dir else new_run_dir(Path("runs/robustness"), checkpoint.parent.name or "robustness")
+    detector = Detector.load(model, device)
+    run = RunDir(out_dir) if out_dir else new_run_dir(Path("runs/robustness"), run_name(model, "robustness"))
     run.prepare()  # before the first image is scored
     rows = run_robustness(detector, records, batch_size=batch_size, workers=workers, progress=True)
     write_robustness(rows, run.root)
@@ -260,8 +267,8 @@ def calibrate(
     result = calibrate_checkpoint(checkpoint, records, target_fpr, out_dir or checkpoint.parent, device)
     out.print(f"temperature {result.temperature:.4g}, threshold {result.threshold:.4g}; NLL {result.nll_before:.4f}"
               f" -> {result.nll_after:.4f}, ECE {result.ece_before:.4f} -> {result.ece_after:.4f} on {result.n} images"
-              + ("  (temperature at its search bound: the "
-              "images are separated perfectly, calibration is unreliable)" if result.at_bound else ""))
+              + ("  (the fit reached its search bound: the images are separated perfectly, so the temperature "
+                 "stays 1)" if result.at_bound else ""))
 
 
 @app.command()
@@ -275,11 +282,13 @@ def report(run_dir: Path = typer.Argument(..., help="a training, evaluation, rob
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or exported .onnx)"),
     inputs: List[str] = typer.Argument(..., help="image files, folders, glob patterns or video files"),
+    model: Optional[Path] = MODEL,
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
     as_csv: bool = typer.Option(False, "--csv", help="CSV with a header"),
-    tiles: bool = typer.Option(True, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop"),
+    tiles: Optional[bool] = typer.Option(
+        None, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop (default: the model's view, else tiles)"
+    ),
     overlap: float = typer.Option(0.25, help="overlap between neighbouring tiles (fraction of a tile)"),
     max_tiles: int = typer.Option(64, help="tile budget per image"),
     aggregate: str = typer.Option("mean", help="mean (tile logits) or vote (share of tiles)"),
@@ -304,7 +313,7 @@ def predict(
     videos are sampled, scored frame by frame and smoothed over time. Every input is
     reported: scored, or failed with the reason; files a folder scan passes over are counted.
     """
-    detector = Detector.load(checkpoint, device, precision=precision, channels_last=channels_last, compile=compile)
+    detector = Detector.load(model, device, precision=precision, channels_last=channels_last, compile=compile)
     options = PredictOptions(tiles=tiles, overlap=overlap, max_tiles=max_tiles, aggregate=aggregate, tta=tta,
                              threshold=threshold, keep_tiles=heatmap is not None, batch_size=batch_size,
                              workers=workers)
@@ -399,7 +408,7 @@ def export(
 
 @app.command()
 def serve(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or .onnx), loaded once"),
+    model: Optional[Path] = MODEL,
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     max_upload_mb: float = typer.Option(20.0, help="larger requests get 413"),
@@ -412,16 +421,15 @@ def serve(
 
     from synthdet.service.app import KEEP_ALIVE_TIMEOUT, create_app
 
-    app_ = create_app(checkpoint, max_upload_mb=max_upload_mb, workers=workers, device=device,
-                      body_timeout=body_timeout)
-    out.print(f"synthdet serving {checkpoint} on http://{host}:{port}/")
+    app_ = create_app(model, max_upload_mb=max_upload_mb, workers=workers, device=device, body_timeout=body_timeout)
+    out.print(f"synthdet serving {model or 'the default detector'} on http://{host}:{port}/")
     uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_TIMEOUT)
 
 
 @app.command()
 def benchmark(
-    checkpoint: Path = typer.Argument(...),
     folder: Path = typer.Argument(..., help="folder whose images all have the same, known label"),
+    model: Optional[Path] = MODEL,
     label: str = typer.Option(..., help="real or synthetic"),
     batch_size: int = BATCH_SIZE,
     workers: int = WORKERS,
@@ -434,7 +442,7 @@ def benchmark(
     from synthdet.evaluation.evaluate import evaluate_records
 
     records = records_from_arguments([folder], label=label)
-    detector = Detector.load(checkpoint, device, precision=precision, channels_last=channels_last, compile=compile)
+    detector = Detector.load(model, device, precision=precision, channels_last=channels_last, compile=compile)
     started = time.perf_counter()
     result = evaluate_records(detector, records, batch_size=batch_size, workers=workers, progress=True)
     seconds = time.perf_counter() - started
@@ -467,7 +475,7 @@ def demo(
     print_evaluation(result.test, title="Demo: test split of the toy data (best checkpoint)")
     out.print(f"report: {RunDir(result.run_dir).report_html}")
     out.print(f"checkpoint: {result.best_checkpoint}   ({time.perf_counter() - started:.0f} s in all)")
-    out.print("try:  synthdet predict " + f"{result.best_checkpoint} {out_dir / 'data' / 'camera-shapes'}")
+    out.print(f"try:  synthdet predict -m {result.best_checkpoint} {out_dir / 'data' / 'camera-shapes'}")
 
 
 @app.command("toy-data")
@@ -496,12 +504,22 @@ def import_cifake(
 
 
 @app.command()
-def info(checkpoint: Path = typer.Argument(...)):
-    """Print a checkpoint's metadata (model, features, crop, classes, threshold, training summary).
+def info(
+    model: Optional[Path] = typer.Argument(None, help="checkpoint; default: the shipped detector"),
+    as_json: bool = typer.Option(False, "--json", help="the raw metadata as JSON"),
+):
+    """A model's card: what it is, what it was trained on, how it scored, where it fails (--json: all metadata).
 
-    The whole checkpoint is loaded and checked, so a broken one is an error (exit 2) here too.
+    The checkpoint's tensors are checked against its metadata too, so a broken one is an error (exit 2).
     """
-    print(Detector.load(checkpoint, "cpu").meta.model_dump_json(indent=2))
+    path = model_path(model)
+    meta = load_onnx(path)[1] if path.suffix == ".onnx" else check_checkpoint(path)
+    print(meta.model_dump_json(indent=2) if as_json else model_card(meta))
+
+
+def run_name(model: Path | None, fallback: str) -> str:
+    """Output folder name for a model: its run folder's name, or ``default`` for the shipped one."""
+    return "default" if model is None else (model.parent.name or fallback)
 
 
 def print_evaluation(result: EvaluationResult, title: str = "Evaluation") -> None:

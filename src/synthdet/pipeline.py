@@ -21,6 +21,7 @@ from synthdet.inference.detector import Detector
 from synthdet.models import model_entry
 from synthdet.rundir import RunDir
 from synthdet.training.one_class import train_one_class
+from synthdet.training.probe import train_probe
 from synthdet.training.trainer import SupervisedObjective, TrainResult, run_stage
 
 log = logging.getLogger("synthdet.train")
@@ -41,8 +42,11 @@ def train(config: Config, resume: str | Path | None = None, progress: bool = Tru
     ``records`` replaces the images of the config's sources (protocols train on subsets).
     ``test=False`` leaves the test split alone (protocols score their held-out images instead).
     """
-    if model_entry(config.model.name).one_class:
+    entry = model_entry(config.model.name)
+    if entry.one_class:
         trained = train_one_class(config, resume, progress, records)
+    elif entry.frozen_embedding:
+        trained = train_probe(config, resume, progress, records)
     else:
         trained = run_stage(config, SupervisedObjective(), resume, progress, records=records)
     run = RunDir(trained.run_dir)

@@ -19,7 +19,7 @@ from sklearn.model_selection import StratifiedGroupKFold
 from synthdet.config import Config
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.data.sources import ImageRecord, collect_records
-from synthdet.evaluation.evaluate import evaluate_records, labels_and_probs, write_evaluation
+from synthdet.evaluation.evaluate import evaluate_records, labels_probs_logits, write_evaluation
 from synthdet.evaluation.tables import protocol_markdown
 from synthdet.inference.detector import Detector
 from synthdet.pipeline import train
@@ -90,7 +90,7 @@ def _run_folds(config: Config, folds, out_dir: Path, protocol: str, progress: bo
                                       workers=config.data.workers)
         write_evaluation(evaluation, RunDir(result.run_dir).held_out.root)
         m = evaluation.metrics
-        _, probs = labels_and_probs(evaluation.scored())
+        _, probs, _ = labels_probs_logits(evaluation.scored())
         rows.append({**row, "n": m["n"], "accuracy": m["accuracy"], "roc_auc": m["roc_auc"],
                      "mean_p_synthetic": statistics.fmean(probs) if probs else None,
                      "status": "ok", "run": str(result.run_dir)})

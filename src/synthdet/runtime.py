@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import random
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -48,6 +50,36 @@ def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
         raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return precision
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags (Linux /proc/cpuinfo; empty elsewhere)."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                return frozenset(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    return frozenset()
+
+
+def resolve_precision(precision: str, device: torch.device, frozen_backbone: bool) -> str:
+    """``auto``: bf16 for frozen-backbone probes (ViTs) where bfloat16 is native, fp32 otherwise.
+
+    The probes' verdicts were measured not to move (benchmarks/default_model.py); CNNs
+    trained in fp32 keep fp32 unless asked.
+    """
+    if precision == "auto":
+        return "bf16" if frozen_backbone and native_bf16(device) else "fp32"
+    return check_precision(precision)
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 matrix products run in hardware here (never emulated: that is slower than fp32)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return device.type == "cpu" and bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
 
 
 def training_precision(amp: bool, device: torch.device) -> str:

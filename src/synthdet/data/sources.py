@@ -215,7 +215,12 @@ def _manifest_records(source: SourceConfig, fractions: SplitFractions) -> list[I
             except ValueError as exc:
                 raise SourceError(f"{manifest}:{line_no}: {exc}") from None
             name = row.get(source.source_column) or source.display_name
-            group = f"{name}/{row.get('group') or row[path_column]}"
+            if source.select and name not in source.select:
+                continue
+            group_key = row.get("group") or row[path_column]
+            if source.group_by == "folder":
+                group_key = group_key.rsplit("/", 1)[0] if "/" in group_key else ""
+            group = f"{name}/{group_key}"
             split = (row.get("split") or "").strip().lower() or source.split
             if split not in (*SPLITS, "auto"):
                 raise SourceError(f"{manifest}:{line_no}: split must be train, val or test, got {split!r}")

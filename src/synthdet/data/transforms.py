@@ -64,6 +64,10 @@ class EvalTransform:
 
     crop: tuple[int, int]
 
+    @property
+    def cache_key(self) -> str:
+        return f"crop{self.crop[0]}x{self.crop[1]}"
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return center_crop(pixels, *self.crop)
 

@@ -97,9 +97,17 @@ class Calibration:
 
 def calibrate(logits: torch.Tensor, labels: torch.Tensor, target_fpr: float | None = None,
               default_threshold: float = 0.5) -> Calibration:
-    """Fit T on (validation) logits; pick the threshold for ``target_fpr`` if given."""
+    """Fit T on (validation) logits; pick the threshold for ``target_fpr`` if given.
+
+    A fit at a search bound means the validation split cannot say how confident the model
+    should be (perfectly separated: NLL falls all the way to T -> 0); T then stays 1
+    rather than sharpening probabilities on no evidence.
+    """
     logits, labels = logits.float(), labels.long()
     temperature = fit_temperature(logits, labels)
+    at_bound = any(abs(math.log(temperature) - math.log(b)) < 1e-3 for b in TEMPERATURE_BOUNDS)
+    if at_bound:
+        temperature = 1.0
     before = probability_synthetic(logits.double()).numpy()
     after = probability_synthetic(logits.double(), temperature).numpy()
     y = labels.numpy()
@@ -117,7 +125,7 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor, target_fpr: float | No
         target_fpr=target_fpr,
         val_fpr=float(predicted[real].mean()) if real.any() else None,
         val_tpr=float(predicted[synthetic].mean()) if synthetic.any() else None,
-        at_bound=any(abs(math.log(temperature) - math.log(b)) < 1e-3 for b in TEMPERATURE_BOUNDS),
+        at_bound=at_bound,
     )
 
 

@@ -47,16 +47,19 @@ def evaluate_records(
     batch_size: int = 32,
     workers: int = -1,
     progress: bool = False,
-    tiles: bool = False,
+    tiles: bool | None = None,
     ignored: IgnoredFiles | None = None,
 ) -> EvaluationResult:
     """Score every record; unreadable files are reported in ``skipped`` and left out of the metrics.
 
-    By default each image is scored on the checkpoint's center crop, as validation during
-    training was, so the numbers compare; ``tiles=True`` scores like ``predict``.
-    ``ignored`` (what the scans that found the records passed over) is carried into the result.
+    By default each image is scored as validation during training was, so the numbers
+    compare: the checkpoint's view, or its center crop when it has none. ``tiles=True``
+    scores tiles like ``predict`` does for such checkpoints. ``ignored`` (what the scans
+    that found the records passed over) is carried into the result.
     """
     threshold = detector.threshold_for(threshold)
+    if tiles is None and detector.meta.view is None:
+        tiles = False
     options = PredictOptions(tiles=tiles, threshold=threshold, batch_size=batch_size, workers=workers)
     pairs = list(zip(records, detector.score_items([r.path for r in records], options, progress)))
     skipped = SkipLog()
@@ -64,15 +67,15 @@ def evaluate_records(
         if not prediction.ok:
             skipped.add(record.path, prediction.error, "evaluate")
     scored = [(r, p) for r, p in pairs if p.ok]
-    labels, probs = labels_and_probs(scored)
-    rows = per_source_rows([r.source for r, _ in scored], labels, probs, threshold)
-    return EvaluationResult(binary_metrics(labels, probs, threshold), rows, mean_source_accuracy(rows), skipped, pairs,
-                            ignored or IgnoredFiles())
+    labels, probs, logits = labels_probs_logits(scored)
+    rows = per_source_rows([r.source for r, _ in scored], labels, probs, threshold, logits)
+    metrics = binary_metrics(labels, probs, threshold, logits)
+    return EvaluationResult(metrics, rows, mean_source_accuracy(rows), skipped, pairs, ignored or IgnoredFiles())
 
 
-def labels_and_probs(scored: list[tuple[ImageRecord, Prediction]]) -> tuple[list[int], list[float]]:
-    """True labels and P(synthetic) of scored (record, prediction) pairs, for the metric functions."""
-    return [r.label for r, _ in scored], [p.prob_synthetic for _, p in scored]
+def labels_probs_logits(scored: list[tuple[ImageRecord, Prediction]]) -> tuple[list[int], list[float], list[float]]:
+    """True labels, P(synthetic) and log-odds of scored (record, prediction) pairs, for the metric functions."""
+    return [r.label for r, _ in scored], [p.prob_synthetic for _, p in scored], [p.logit for _, p in scored]
 
 
 def write_evaluation(result: EvaluationResult, out_dir: Path, figures: bool = True) -> None:
@@ -111,7 +114,7 @@ def write_figures(result: EvaluationResult, out: RunDir) -> None:
     predictions, with P(synthetic) printed on each thumbnail.
     """
     scored = result.scored()
-    labels, probs = labels_and_probs(scored)
+    labels, probs, _ = labels_probs_logits(scored)
     out.best_effort("confusion matrix figure", plots.confusion_matrix_plot, result.metrics["confusion_matrix"],
                     out.figure("confusion"))
     if len(set(labels)) == 2:

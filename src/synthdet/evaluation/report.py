@@ -135,12 +135,13 @@ def _training(run: RunDir) -> list[Section]:
     if not run.metrics_log.is_file():
         return []
     history = [json.loads(line) for line in run.metrics_log.read_text().splitlines() if line.strip()]
-    columns = tuple(k for k in ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                                "val_roc_auc", "seconds") if history and k in history[0])
+    columns = tuple(k for k in ("candidate", "C", "epoch", "lr", "train_loss", "train_accuracy", "val_loss",
+                                "val_accuracy", "val_roc_auc", "seconds") if history and k in history[0])
     blocks: list[Block] = [Table(columns, history)]
     if run.summary.is_file():
         best = json.loads(run.summary.read_text())
-        blocks.insert(0, Paragraph(f"Best epoch {best['best_epoch']}, chosen on the validation split by "
+        chosen = "candidate" if "candidate" in history[0] else "epoch"
+        blocks.insert(0, Paragraph(f"Best {chosen} {best['best_epoch']}, chosen on the validation split by "
                                    f"{best['select_metric']}; the test split played no part."))
     blocks += _figure(run.curves, "Loss and accuracy per epoch")
     return [Section("Training", blocks)]
@@ -156,7 +157,8 @@ def _calibration(run: RunDir) -> list[Section]:
             + (f", chosen for a {c['target_fpr']:g} false-positive rate (validation FPR {fmt(c['val_fpr'])}, "
                f"TPR {fmt(c['val_tpr'])})." if c.get("target_fpr") else "."))
     if c.get("at_bound"):
-        text += " The temperature sits at its search bound: the validation split gives no usable calibration signal."
+        text += (" The fit reached its search bound: the validation split gives no usable calibration signal "
+                 "(perfectly separated), so the temperature stays 1.")
     return [Section("Calibration", [Paragraph(text), *_figure(run.reliability, "Reliability diagram")])]
 
 

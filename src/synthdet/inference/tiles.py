@@ -67,6 +67,10 @@ class TileTransform:
     overlap: float = 0.25
     max_tiles: int = 64
 
+    @property
+    def cache_key(self) -> str:
+        return f"tiles{self.crop[0]}x{self.crop[1]}-o{self.overlap:g}-n{self.max_tiles}"
+
     def __call__(self, pixels: np.ndarray):
         height, width = pixels.shape[:2]
         h, w = self.crop

@@ -81,7 +81,7 @@ class BodyLimits:
         await self.app(scope, guarded_receive, send)
 
 
-def create_app(checkpoint: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 1,
+def create_app(checkpoint: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 1,
                device: str = "auto", body_timeout: float = DEFAULT_BODY_TIMEOUT) -> FastAPI:
     detector = Detector.load(checkpoint, device)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synthdet")

@@ -32,7 +32,7 @@ from synthdet.data.loader import Batch, ImageDataset, SkipLog, make_loader
 from synthdet.data.sources import IgnoredFiles, ImageRecord, collect_records, summarize, write_split_csv
 from synthdet.data.transforms import EvalTransform, TrainTransform
 from synthdet.evaluation.metrics import binary_metrics
-from synthdet.inference.scoring import iter_logits, probability_synthetic
+from synthdet.inference.scoring import iter_logits, log_odds, probability_synthetic
 from synthdet.network import DetectorNet, build_network, check_crop_fits, save_network
 from synthdet.rundir import RunDir, atomic_path, new_run_dir, write_atomic
 from synthdet.runtime import autocast, resolve_device, seed_everything, training_precision
@@ -329,7 +329,7 @@ class TrainingStage:
         if len(labels_t) == 0:
             raise TrainingError("no validation image could be read; see skipped.csv")
         metrics = binary_metrics(labels_t.tolist(), probability_synthetic(logits_t).tolist(),
-                                 self.config.train.threshold)
+                                 self.config.train.threshold, log_odds(logits_t).tolist())
         metrics["loss"] = self.objective.validation_loss(logits_t, labels_t, self.net)
         return metrics
 
