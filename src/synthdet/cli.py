@@ -1,41 +1,53 @@
-"""The ``synthdet`` command: train, evaluate, robustness, calibrate, report, predict, benchmark, demo, ..."""
+"""The ``synthdet`` command: train, evaluate, robustness, calibrate, report, predict, benchmark, demo, ...
+
+Exit codes: 0 success; 1 when ``predict`` could score nothing, or when a reader of
+standard output went away (``| head``); 2 for every error that is the user's to fix
+(configuration, data, checkpoint, output folder, a failed write, standard output
+included), shown as one line without a traceback.
+
+Training and evaluation modules (scikit-learn, SciPy, matplotlib: about 100 MB) are
+imported by the commands that use them, so ``predict`` stays within the memory its pixel
+budget is set for (:mod:`synthdet.data.decode`).
+"""
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
+import os
 import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from synthdet import pipeline, weights
-from synthdet.checkpoint import CheckpointError, read_metadata
+from synthdet import weights
+from synthdet.checkpoint import CheckpointError
 from synthdet.config import ConfigError, config_from_dict, load_config, resolve_paths
 from synthdet.data.decode import load_image
-from synthdet.data.sources import SourceError, records_from_arguments, sources_from_arguments
+from synthdet.data.sources import IgnoredFiles, SourceError, records_from_arguments, sources_from_arguments
 from synthdet.data.toy import write_toy_dataset
-from synthdet.evaluation.calibration import calibrate_checkpoint
-from synthdet.evaluation.evaluate import SOURCE_COLUMNS, EvaluationResult, evaluate_records, write_evaluation
-from synthdet.evaluation.report import write_report
-from synthdet.evaluation.robustness import run_robustness, write_robustness
 from synthdet.evaluation.tables import PROTOCOL_COLUMNS, fmt, protocol_summary_line
 from synthdet.importers import import_aics_cifake
 from synthdet.inference.detector import Detector, PredictOptions, model_path
+from synthdet.inference.inputs import expand_inputs
+from synthdet.inference.onnx_export import export_onnx, load_onnx
 from synthdet.model_card import model_card
-from synthdet.inference.heatmap import write_heatmap
-from synthdet.inference.onnx_export import export_onnx
-from synthdet.inference.video import VideoError, is_video, predict_video
-from synthdet.protocols import kfold, leave_one_source_out
-from synthdet.rundir import RunDir, new_run_dir
+from synthdet.network import check_checkpoint
+from synthdet.inference.video import VideoError, check_sampling, is_video, predict_video
+from synthdet.rundir import OutputError, RunDir, new_run_dir, prepare_folder
 from synthdet.training.trainer import TrainingError
+
+if TYPE_CHECKING:
+    from synthdet.evaluation.evaluate import EvaluationResult
 
 app = typer.Typer(help="Tell real photographs from synthetic images.", no_args_is_help=True, add_completion=False)
 # Plain lines are never re-wrapped (scripts parse them); when piped, tables get room
@@ -45,8 +57,8 @@ err = Console(stderr=True, soft_wrap=True)
 
 # Options several commands share, declared once so they read (and default) alike.
 DATA = typer.Option(..., "--data", "-d", help="config .yaml, folder or .csv manifest (repeatable)")
-BATCH_SIZE = typer.Option(32, help="images per batch")
-WORKERS = typer.Option(-1, help="decoding processes (-1: one per core)")
+BATCH_SIZE = typer.Option(32, min=1, help="images per batch")
+WORKERS = typer.Option(-1, min=-1, help="decoding processes (-1: one per core)")
 DEVICE = typer.Option("auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda[:N] or mps")
 MODEL = typer.Option(None, "--model", "-m",
                      help="checkpoint (.safetensors or exported .onnx); default: the shipped detector (synthdet info)")
@@ -61,17 +73,40 @@ COMPILE = typer.Option(False, "--compile", help="torch.compile the network (slow
 PUBLIC_DEMO_SETS = ("chatgpt-gemini-small", "gan-diffusion-playground", "gan-examples", "genimage-256",
                     "unreal-vs-kinect")
 
-#: Errors that are the user's to fix: shown as one clear line, no traceback.
-USER_ERRORS = (ConfigError, SourceError, CheckpointError, TrainingError, FileNotFoundError, weights.WeightsError)
+#: Errors that are the user's to fix: shown as one clear line, no traceback. OSError covers
+#: a file that cannot be read or written (a full disk, standard output to a full device).
+USER_ERRORS = (ConfigError, SourceError, CheckpointError, TrainingError, OutputError, OSError, weights.WeightsError)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        app()
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # a failed write to stdout surfaces here, not as noise at exit
     except USER_ERRORS as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {_describe(exc) if isinstance(exc, OSError) else exc}", markup=True,
+                  highlight=False)
         sys.exit(2)
+
+
+#: Write errors that, without a file name, come from standard output: every file synthdet
+#: writes goes through rundir.atomic_path, whose errors name the file.
+STDOUT_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EPIPE)
+
+
+def _describe(exc: OSError) -> str:
+    """An OSError as one line; when standard output is what failed, say so and stop writing to it."""
+    if exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if exc.errno not in STDOUT_ERRNOS:
+        return str(exc)
+    try:  # what could not be written must not fail again, as noise, when Python exits
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+        pass
+    return f"cannot write to standard output ({exc.strerror or exc})"
 
 
 @app.command()
@@ -104,6 +139,8 @@ def train(
         config.train.target_fpr = target_fpr
     if not config.data.sources:
         raise ConfigError(f"{config_path}: no data sources; add data.sources or give --data FOLDER")
+    from synthdet import pipeline
+
     result = pipeline.train(config, resume=resume, test=test)
     chosen = f"best epoch {result.best_epoch}" if result.history else f"best head (candidate {result.best_epoch})"
     out.print(f"{chosen}: val accuracy {fmt(result.best_val['accuracy'])}, "
@@ -131,13 +168,18 @@ def evaluate(
     device: str = DEVICE,
 ):
     """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of a model on --data."""
-    records = records_from_arguments(data, split=split, label=label)
+    from synthdet.evaluation.evaluate import evaluate_records, write_evaluation
+
+    ignored = IgnoredFiles()
+    records = records_from_arguments(data, split=split, label=label, ignored=ignored)
     detector = Detector.load(model, device)
-    result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles)
-    out_dir = out_dir or new_run_dir(Path("runs/evaluate"), run_name(model, "eval")).root
-    write_evaluation(result, out_dir)
+    run = RunDir(out_dir) if out_dir else new_run_dir(Path("runs/evaluate"), run_name(model, "eval"))
+    run.prepare()  # before the first image is scored
+    result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles,
+                              ignored=ignored)
+    write_evaluation(result, run.root)
     print_evaluation(result)
-    report(out_dir)
+    run.best_effort("report", report, run.root)
 
 
 @app.command()
@@ -158,6 +200,8 @@ def protocol(
     leave-one-source-out: train on all sources but one, test on every image of that one,
     for each source; kfold: stratified folds that never split a group.
     """
+    from synthdet.protocols import kfold, leave_one_source_out
+
     config = load_config(config_path)
     if data:
         config.data.sources = sources_from_arguments(data)
@@ -179,7 +223,7 @@ def protocol(
         table.add_row(*(fmt(row.get(c)) for c in PROTOCOL_COLUMNS))
     out.print(table)
     out.print(protocol_summary_line(summary))
-    report(out_dir)
+    RunDir(out_dir).best_effort("report", report, out_dir)
 
 
 @app.command()
@@ -194,17 +238,20 @@ def robustness(
     device: str = DEVICE,
 ):
     """Accuracy and ROC-AUC under JPEG, downscaling, blur, noise and smaller crops."""
+    from synthdet.evaluation.robustness import run_robustness, write_robustness
+
     records = records_from_arguments(data, split=split, label=label)
-    rows = run_robustness(Detector.load(model, device), records, batch_size=batch_size, workers=workers,
-                          progress=True)
-    out_dir = out_dir or new_run_dir(Path("runs/robustness"), run_name(model, "robustness")).root
-    write_robustness(rows, out_dir)
+    detector = Detector.load(model, device)
+    run = RunDir(out_dir) if out_dir else new_run_dir(Path("runs/robustness"), run_name(model, "robustness"))
+    run.prepare()  # before the first image is scored
+    rows = run_robustness(detector, records, batch_size=batch_size, workers=workers, progress=True)
+    write_robustness(rows, run.root)
     table = Table("perturbation", "level", "n", "accuracy", "ROC-AUC", "mean P(synth)", title="Robustness")
     for row in rows:
         table.add_row(row["perturbation"], f"{row['level']:g}", str(row["n"]), fmt(row["accuracy"]),
                       fmt(row["roc_auc"]), fmt(row["mean_p_synthetic"]))
     out.print(table)
-    report(out_dir)
+    run.best_effort("report", report, run.root)
 
 
 @app.command()
@@ -217,7 +264,11 @@ def calibrate(
     device: str = DEVICE,
 ):
     """Fit temperature scaling (and optionally a threshold for a target FPR) and store them in CHECKPOINT."""
+    from synthdet.evaluation.calibration import calibrate_checkpoint
+
     records = records_from_arguments(data, split=split)
+    for folder in {checkpoint.parent, out_dir or checkpoint.parent}:  # both are written after scoring
+        prepare_folder(folder)
     result = calibrate_checkpoint(checkpoint, records, target_fpr, out_dir or checkpoint.parent, device)
     out.print(f"temperature {result.temperature:.4g}, threshold {result.threshold:.4g}; NLL {result.nll_before:.4f}"
               f" -> {result.nll_after:.4f}, ECE {result.ece_before:.4f} -> {result.ece_after:.4f} on {result.n} images"
@@ -228,6 +279,8 @@ def calibrate(
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="a training, evaluation, robustness or protocol folder")):
     """Write RUN_DIR/report.md and a self-contained RUN_DIR/report.html."""
+    from synthdet.evaluation.report import write_report
+
     md_path, html_path = write_report(run_dir)
     out.print(f"report: {html_path} (and {md_path.name})")
 
@@ -247,8 +300,8 @@ def predict(
     tta: bool = typer.Option(False, help="also score mirrored views"),
     heatmap: Optional[Path] = typer.Option(None, help="write IMAGE.heatmap.png per image into this folder"),
     fps: float = typer.Option(2.0, help="video: frames sampled per second"),
-    every: Optional[int] = typer.Option(None, help="video: score every N-th frame instead of --fps"),
-    window: int = typer.Option(5, help="video: smoothing window in sampled frames"),
+    every: Optional[int] = typer.Option(None, min=1, help="video: score every N-th frame instead of --fps"),
+    window: int = typer.Option(5, min=1, help="video: smoothing window in sampled frames"),
     smoothing: str = typer.Option("mean", help="video: mean (of probabilities) or majority (of labels)"),
     out_dir: Path = typer.Option(Path("runs/predict"), "--out", help="video: where per-frame CSVs go"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
@@ -262,29 +315,38 @@ def predict(
     """Label images and videos as real or synthetic, with calibrated probability and uncertainty.
 
     Images larger than the crop are covered with tiles whose verdicts are aggregated;
-    videos are sampled, scored frame by frame and smoothed over time. Failures are listed.
+    videos are sampled, scored frame by frame and smoothed over time. Every input is
+    reported: scored, or failed with the reason; files a folder scan passes over are counted.
     """
     detector = Detector.load(model, device, precision=precision, channels_last=channels_last, compile=compile)
     options = PredictOptions(tiles=tiles, overlap=overlap, max_tiles=max_tiles, aggregate=aggregate, tta=tta,
                              threshold=threshold, keep_tiles=heatmap is not None, batch_size=batch_size,
                              workers=workers)
     videos = [i for i in inputs if is_video(i) and Path(i).is_file()]
-    images = [i for i in inputs if i not in videos]
+    ignored = IgnoredFiles()
+    images, problems = expand_inputs([i for i in inputs if i not in videos], ignored)
+    if heatmap is not None:  # output folders are checked before the first image is scored
+        from synthdet.inference.heatmap import write_heatmap  # matplotlib's colour maps, only when asked
+
+        prepare_folder(heatmap)
+    if videos:
+        check_sampling(fps, every, window, smoothing)
+        prepare_folder(out_dir)
     output = _PredictionOutput("json" if as_json else "csv" if as_csv else "table")
-    if images:
-        for p in detector.predict_iter(images, progress=output.style == "table", options=options):
-            output.image(p)
-            if heatmap is not None and p.ok:
-                write_heatmap(load_image(p.input).pixels, p, heatmap)
+    for name, problem in problems:
+        output.failed(name, problem)
+    for p in detector.predict_iter(images, progress=output.style == "table", options=options):
+        output.image(p)
+        if heatmap is not None and p.ok:
+            write_heatmap(load_image(p.input).pixels, p, heatmap)
     for video in videos:
         try:
             result = predict_video(detector, video, fps, every, window, smoothing, options)
         except VideoError as exc:
             output.failed(video, str(exc))
             continue
-        out_dir.mkdir(parents=True, exist_ok=True)
         output.video(result, result.write_csv(out_dir / f"{Path(video).stem}.frames.csv"))
-    output.close()
+    output.close(ignored)
     if output.scored == 0:
         raise typer.Exit(1)
 
@@ -313,26 +375,27 @@ class _PredictionOutput:
     def video(self, v, frames_csv: Path) -> None:
         self.scored += 1
         note = (f"video: {len(v.frames)} sampled frames, {100 * v.fraction_synthetic:.0f}% judged synthetic "
-                f"after smoothing; per-frame scores in {frames_csv}")
+                f"after smoothing; per-frame scores in {frames_csv}" + (f"; {v.note}" if v.note else ""))
         row = {**v.to_dict(), "note": note, "frames_csv": str(frames_csv)}
         self._emit(row, [v.input, v.label, f"{v.prob_synthetic:.3f}", "", str(len(v.frames)), note])
 
     def failed(self, name: str, error: str) -> None:
         self.failures += 1
-        self._emit({"input": name, "error": error}, [name, "[red]error[/red]", "", "", "", error])
+        self._emit({"input": name, "error": error}, [name, Text("error", style="red"), "", "", "", error])
 
     def _emit(self, row: dict, cells: list[str]) -> None:
         if self.style == "json":
             print(json.dumps(row), flush=True)
         elif self.writer:
             self.writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in self.CSV_COLUMNS})
-        else:
-            self.table.add_row(*cells)
+        else:  # names and messages are text, never rich markup ("photo[1].jpg", "[Errno 13]")
+            self.table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
 
-    def close(self) -> None:
+    def close(self, ignored: IgnoredFiles) -> None:
         if self.style == "table":
             out.print(self.table)
-        err.print(f"{self.scored} input(s) scored, {self.failures} failed")
+        err.print(f"{self.scored} input(s) scored, {self.failures} failed"
+                  + (f"; in the folders given, {ignored}" if ignored.total else ""), highlight=False)
 
 
 @app.command()
@@ -354,17 +417,18 @@ def serve(
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     max_upload_mb: float = typer.Option(20.0, help="larger requests get 413"),
-    workers: int = typer.Option(2, help="inference threads; further requests queue"),
+    workers: int = typer.Option(1, min=1, help="inference threads (about 80 MB each under load); requests queue"),
+    body_timeout: float = typer.Option(30.0, help="seconds an upload may stall before it gets 408"),
     device: str = DEVICE,
 ):
     """HTTP service: POST /v1/predict, GET /v1/model, /healthz, /docs, and a web page at /."""
     import uvicorn
 
-    from synthdet.service.app import create_app
+    from synthdet.service.app import KEEP_ALIVE_TIMEOUT, create_app
 
-    app_ = create_app(model, max_upload_mb=max_upload_mb, workers=workers, device=device)
+    app_ = create_app(model, max_upload_mb=max_upload_mb, workers=workers, device=device, body_timeout=body_timeout)
     out.print(f"synthdet serving {model or 'the default detector'} on http://{host}:{port}/")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_TIMEOUT)
 
 
 @app.command()
@@ -380,6 +444,8 @@ def benchmark(
     compile: bool = COMPILE,
 ):
     """Accuracy (and images/second) on a folder of known label."""
+    from synthdet.evaluation.evaluate import evaluate_records
+
     records = records_from_arguments([folder], label=label)
     detector = Detector.load(model, device, precision=precision, channels_last=channels_last, compile=compile)
     started = time.perf_counter()
@@ -414,12 +480,16 @@ def demo(
     if epochs:
         raw["train"]["epochs"] = epochs
     config = resolve_paths(config_from_dict(raw, "demo config"), Path.cwd())
+    from synthdet import pipeline
+
     result = pipeline.train(config)
     print_evaluation(result.test, title="Demo: test split of the toy data (best checkpoint)")
     out.print(f"report: {RunDir(result.run_dir).report_html}")
     out.print(f"checkpoint: {result.best_checkpoint}")
     sets = [p for p in sorted(public.iterdir()) if p.is_dir() and p.name in PUBLIC_DEMO_SETS] if public.is_dir() else []
     if sets:
+        from synthdet.evaluation.evaluate import evaluate_records, write_evaluation
+
         detector = Detector.load(None, log=err.print)
         evaluation = evaluate_records(detector, records_from_arguments(sets), workers=2, progress=True)
         write_evaluation(evaluation, out_dir / "default-detector")
@@ -459,8 +529,12 @@ def info(
     model: Optional[Path] = typer.Argument(None, help="checkpoint; default: the shipped detector"),
     as_json: bool = typer.Option(False, "--json", help="the raw metadata as JSON"),
 ):
-    """A model's card: what it is, what it was trained on, how it scored, where it fails (--json: all metadata)."""
-    meta = read_metadata(model_path(model))
+    """A model's card: what it is, what it was trained on, how it scored, where it fails (--json: all metadata).
+
+    The checkpoint's tensors are checked against its metadata too, so a broken one is an error (exit 2).
+    """
+    path = model_path(model)
+    meta = load_onnx(path)[1] if path.suffix == ".onnx" else check_checkpoint(path)
     print(meta.model_dump_json(indent=2) if as_json else model_card(meta))
 
 
@@ -470,6 +544,8 @@ def run_name(model: Path | None, fallback: str) -> str:
 
 
 def print_evaluation(result: EvaluationResult, title: str = "Evaluation") -> None:
+    from synthdet.evaluation.evaluate import SOURCE_COLUMNS
+
     table = Table("source", "n", "real", "synthetic", "accuracy", "mean P(synth)", "ROC-AUC", title=title)
     for row in result.per_source:
         table.add_row(*(fmt(row[c]) for c in SOURCE_COLUMNS))
@@ -479,7 +555,7 @@ def print_evaluation(result: EvaluationResult, title: str = "Evaluation") -> Non
         f"mean accuracy over sources {fmt(result.mean_source_accuracy)} | overall accuracy {fmt(m['accuracy'])} "
         f"precision {fmt(m['precision'])} recall {fmt(m['recall'])} F1 {fmt(m['f1'])} "
         f"ROC-AUC {fmt(m['roc_auc'])} AP {fmt(m['average_precision'])} | n={m['n']}, "
-        f"{len(result.skipped)} skipped"
+        f"{len(result.skipped)} skipped" + (f", {result.ignored}" if result.ignored.total else "")
     )
     for path, (reason, _) in sorted(result.skipped.entries.items()):
         err.print(f"  skipped {path}: {reason}")

@@ -53,11 +53,11 @@ def train(config: Config, resume: str | Path | None = None, progress: bool = Tru
     result = RunResult(**trained.__dict__)
     result.calibration = _calibrate(run, config)
     if trained.history:
-        training_curves(trained.history, run.curves)
+        run.best_effort("training curves", training_curves, trained.history, run.curves)
     if test:
         result.test = _evaluate_test_split(run, config, progress)
     if report:
-        write_report(run.root)
+        run.best_effort("report", write_report, run.root)
     return result
 
 

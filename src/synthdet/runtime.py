@@ -10,20 +10,33 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from synthdet.config import ConfigError
+
 PRECISIONS = ("fp32", "bf16")
 
 
+def _mps_available() -> bool:
+    return getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()
+
+
 def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then Apple MPS, then the CPU."""
+    """``auto`` picks CUDA, then Apple MPS, then the CPU; a device this machine lacks is a :class:`ConfigError`."""
     if spec == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
-        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    device = torch.device(spec)
+        return torch.device("mps" if _mps_available() else "cpu")
+    try:
+        device = torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"unknown device {spec!r}; use auto, cpu, cuda, cuda:N or mps") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {spec!r} requested but CUDA is not available")
+        raise ConfigError(f"device {spec!r} requested but CUDA is not available here; use --device cpu (or auto)")
+    if device.type == "cuda" and (device.index or 0) >= torch.cuda.device_count():
+        raise ConfigError(f"device {spec!r} requested but this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if device.type == "mps" and not _mps_available():
+        raise ConfigError(f"device {spec!r} requested but Apple MPS is not available here; use --device cpu (or auto)")
+    if device.type not in ("cpu", "cuda", "mps"):
+        raise ConfigError(f"device {spec!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
     return device
 
 
@@ -35,7 +48,7 @@ def seed_everything(seed: int) -> None:
 
 def check_precision(precision: str) -> str:
     if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+        raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
     return precision
 
 

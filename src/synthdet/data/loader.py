@@ -11,7 +11,7 @@ import csv
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence, Union
+from typing import BinaryIO, Callable, Sequence, Union
 
 import numpy as np
 import torch
@@ -19,15 +19,19 @@ from PIL import Image
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from synthdet.data.decode import DEFAULT_MAX_PIXELS, ImageDecodeError, decode_pil, load_image
+from synthdet.rundir import atomic_path
 
-#: What a loader item can be: a file path or an already opened PIL image.
-ImageInput = Union[str, os.PathLike, Image.Image]
+#: What a loader item can be: a file path, an already opened PIL image, or a binary file
+#: object (an upload; its ``name`` attribute, if set, names it).
+ImageInput = Union[str, os.PathLike, Image.Image, BinaryIO]
 
 
 def item_name(item: ImageInput, index: int) -> str:
     """How an input is named in results and error reports."""
     if isinstance(item, Image.Image):
         return getattr(item, "filename", "") or f"<image {index}>"
+    if hasattr(item, "read"):
+        return getattr(item, "name", None) or f"<file {index}>"
     return str(item)
 
 
@@ -81,7 +85,7 @@ class ImageDataset(Dataset):
             if isinstance(item, Image.Image):
                 decoded = decode_pil(item, item_name(item, index), self.max_pixels)
             else:
-                decoded = load_image(item, self.max_pixels)
+                decoded = load_image(item, self.max_pixels, name=item_name(item, index))
         except ImageDecodeError as exc:
             return index, label, None, exc.reason
         notes = []
@@ -160,7 +164,7 @@ class SkipLog:
         return len(self.entries)
 
     def write(self, path: Path) -> None:
-        with path.open("w", newline="") as fh:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["path", "reason", "stage"])
             for file, (reason, stage) in sorted(self.entries.items()):

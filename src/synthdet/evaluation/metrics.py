@@ -6,7 +6,6 @@ from collections import defaultdict
 from typing import Sequence
 
 import numpy as np
-from sklearn import metrics as skm
 
 from synthdet.data.labels import SYNTHETIC
 
@@ -19,6 +18,10 @@ def binary_metrics(labels: Sequence[int], probs: Sequence[float], threshold: flo
     ``scores`` (log-odds) rank the images for ROC-AUC and AP when given: a confident model's
     probabilities round to exactly 0 or 1, and such ties would count as chance.
     """
+    # Imported here, not at the top: scikit-learn is 60 MB that importing the trainer (and
+    # with it the CLI, before it predicts) would otherwise pay for nothing.
+    from sklearn import metrics as skm
+
     y = np.asarray(labels, dtype=int)
     p = np.asarray(probs, dtype=float)
     rank = p if scores is None else np.asarray(scores, dtype=float)

@@ -16,9 +16,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthdet.data.sources import IgnoredFiles
 from synthdet.evaluation.evaluate import GALLERIES, SOURCE_COLUMNS
 from synthdet.evaluation.tables import PROTOCOL_COLUMNS, fmt, markdown_table, protocol_summary_line
-from synthdet.rundir import RunDir
+from synthdet.rundir import RunDir, write_atomic
 
 
 @dataclass
@@ -85,7 +86,8 @@ class Section:
 def build_report(run_dir: Path) -> list[Section]:
     run = RunDir(run_dir)
     sections: list[Section] = []
-    for builder in (_config, _data, _training, _calibration, _evaluations, _robustness, _protocol, _missing):
+    for builder in (_config, _data, _training, _calibration, _evaluations, _robustness, _protocol, _missing,
+                    _warnings):
         sections.extend(builder(run))
     return sections
 
@@ -96,8 +98,8 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     if not sections:
         raise FileNotFoundError(f"{run.root}: no run, evaluation, robustness or protocol results to report")
     title = f"synthdet report: {run.root.resolve().name}"
-    run.report_md.write_text(_markdown(title, sections, run.root))
-    run.report_html.write_text(_html(title, sections))
+    write_atomic(run.report_md, _markdown(title, sections, run.root))
+    write_atomic(run.report_html, _html(title, sections))
     return run.report_md, run.report_html
 
 
@@ -111,11 +113,17 @@ def _config(run: RunDir) -> list[Section]:
 def _data(run: RunDir) -> list[Section]:
     blocks: list[Block] = []
     if run.summary.is_file():
-        data = json.loads(run.summary.read_text()).get("data", {})
+        summary = json.loads(run.summary.read_text())
+        data = summary.get("data", {})
         rows = [{"source": source, "split": split, "real": counts.get("real", 0),
                  "synthetic": counts.get("synthetic", 0)}
                 for source, splits in data.items() for split, counts in splits.items()]
         blocks.append(Table(("source", "split", "real", "synthetic"), rows))
+        ignored = IgnoredFiles(**summary.get("ignored", {}))
+        if ignored.total:
+            blocks.append(Paragraph(f"Scanning the source folders {ignored} (names starting with a dot, or "
+                                    "not an image extension)."))
+
     skipped = _read_csv(run.skipped)
     if run.summary.is_file() or skipped:
         blocks.append(Paragraph(f"{len(skipped)} file(s) skipped" + (":" if skipped else ".")))
@@ -163,10 +171,12 @@ def _evaluations(run: RunDir) -> list[Section]:
         metrics = json.loads(folder.metrics.read_text())
         m = metrics["overall"]
         overall = {k: m.get(k) for k in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision")}
+        ignored = IgnoredFiles(**metrics.get("ignored", {}))
         blocks: list[Block] = [
             Table(SOURCE_COLUMNS, metrics["per_source"]),
             Paragraph(f"Mean accuracy over sources: {fmt(metrics['mean_source_accuracy'])}. "
-                      f"Threshold {fmt(m['threshold'])}; {len(metrics['skipped'])} file(s) could not be read."),
+                      f"Threshold {fmt(m['threshold'])}; {len(metrics['skipped'])} file(s) could not be read"
+                      + (f"; scanning the folders {ignored}." if ignored.total else ".")),
             Table(tuple(overall), [overall]),
         ]
         for name, caption in (("confusion", "Confusion matrix"), ("roc", "ROC curve"), ("pr", "Precision-recall")):
@@ -208,6 +218,15 @@ def _missing(run: RunDir) -> list[Section]:
                 run.test.metrics: "the test split was not evaluated (or is empty)"}
     absent = [f"{path.relative_to(run.root).as_posix()}: {why}" for path, why in expected.items() if not path.is_file()]
     return [Section("Missing", [Paragraph("; ".join(absent) + ".")])] if absent else []
+
+
+def _warnings(run: RunDir) -> list[Section]:
+    """What could not be written (a figure, say) in this folder or its evaluations."""
+    lines = []
+    for folder, where in ((run, ""), (run.test, "test/: "), (run.held_out, "held_out/: ")):
+        if folder.warnings.is_file():
+            lines += [where + line for line in folder.warnings.read_text().splitlines() if line.strip()]
+    return [Section("Warnings", [Paragraph(line) for line in lines])] if lines else []
 
 
 def _figure(path: Path, caption: str) -> list[Block]:

@@ -25,7 +25,7 @@ from synthdet.evaluation.evaluate import labels_probs_logits
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.detector import Detector, PredictOptions
 from synthdet.inference.views import MARGIN, center_region, needs_whole_image
-from synthdet.rundir import RunDir
+from synthdet.rundir import RunDir, atomic_path, prepare_folder, write_atomic
 
 @dataclass(frozen=True)
 class Perturbation:
@@ -106,11 +106,10 @@ def run_robustness(detector: Detector, records: list[ImageRecord], sweep: list[P
 
 def write_robustness(rows: list[dict], out_dir: Path) -> None:
     """robustness.csv, robustness.json and robustness.png (curves) in ``out_dir``."""
-    out = RunDir(out_dir)
-    out.root.mkdir(parents=True, exist_ok=True)
-    with out.robustness_csv.open("w", newline="") as fh:
+    out = RunDir(prepare_folder(out_dir))
+    with atomic_path(out.robustness_csv) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    out.robustness.write_text(json.dumps(rows, indent=2))
-    plots.robustness_curves(rows, out.figure("robustness"))
+    write_atomic(out.robustness, json.dumps(rows, indent=2))
+    out.best_effort("robustness figure", plots.robustness_curves, rows, out.figure("robustness"))

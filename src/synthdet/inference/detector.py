@@ -16,6 +16,7 @@ What a result's numbers mean:
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -28,6 +29,7 @@ from PIL import Image
 
 from synthdet.checkpoint import CheckpointError, CheckpointMeta
 from synthdet.config import ConfigError
+from synthdet.data.decode import DEFAULT_MAX_PIXELS
 from synthdet.data.loader import Batch, ImageDataset, ImageInput, item_name, make_loader
 from synthdet.data.transforms import EvalTransform
 from synthdet.inference.embeddings import EmbeddingCache, embed_items
@@ -62,6 +64,7 @@ class PredictOptions:
     batch_size: int = 32
     workers: int = -1
     cache: bool = True  # frozen-backbone models: reuse (and store) embeddings of files seen before
+    max_pixels: int = DEFAULT_MAX_PIXELS  # pixel budget of one image: what is decoded, and its tiles
 
     def __post_init__(self):
         if self.aggregate not in ("mean", "vote"):
@@ -70,6 +73,14 @@ class PredictOptions:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.max_tiles < 1:
             raise ConfigError(f"max_tiles must be at least 1, got {self.max_tiles}")
+        if self.threshold is not None and not 0 < self.threshold < 1:  # also refuses NaN
+            raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.workers < -1:
+            raise ConfigError(f"workers must be -1 (one per core), 0 or more, got {self.workers}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
 
 
 @dataclass
@@ -182,15 +193,22 @@ class Detector:
         """The loader transform ``options`` ask for: tiles, a center crop, or the checkpoint's own view.
 
         A checkpoint without a view is scored with tiles (predict's default since the start).
+        The tiles of one image never hold more pixels than the pixel budget allows one image.
         """
         if options.tiles is None and self.meta.view is not None:
-            return make_view(self.meta.view, self.crop)
-        if options.tiles is False:
+            transform = make_view(self.meta.view, self.crop)
+        elif options.tiles is False:
             return EvalTransform(self.crop)
-        return TileTransform(self.crop, options.overlap, options.max_tiles)
+        else:
+            transform = TileTransform(self.crop, options.overlap, options.max_tiles)
+        if isinstance(transform, TileTransform):
+            within_budget = max(1, options.max_pixels // (self.crop[0] * self.crop[1]))
+            transform = dataclasses.replace(transform, max_tiles=min(transform.max_tiles, within_budget))
+        return transform
 
     def iter_batches(self, items: Sequence[ImageInput], batch_size: int = 32, workers: int = -1,
-                     progress: bool = False, transform=None, cache: bool = True) -> Iterator[tuple[Batch, torch.Tensor]]:
+                     progress: bool = False, transform=None, cache: bool = True,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[Batch, torch.Tensor]]:
         """Raw (uncalibrated) logits per view, batch by batch; failed files ride along in each batch.
 
         ``transform`` replaces the checkpoint's center crop (views, tiles, robustness perturbations).
@@ -201,7 +219,8 @@ class Detector:
         if self.embeds:
             probe = self.net.backbone
             for batch, parts in embed_items(self.net, items, transform, self.cache if cache else None, self.device,
-                                            self.precision, batch_size, workers, "embed" if progress else None):
+                                            self.precision, batch_size, workers, "embed" if progress else None,
+                                            max_pixels):
                 with torch.inference_mode():
                     logits = probe.head(probe.select(parts)).float() if parts else torch.empty(0, 2)
                 yield batch, logits
@@ -209,7 +228,7 @@ class Detector:
         # A tiled image brings up to max_tiles views: load fewer images per batch, and let
         # iter_logits run the views through the network batch_size at a time.
         images_per_batch = max(1, batch_size // 8) if isinstance(transform, TileTransform) else batch_size
-        dataset = ImageDataset(items, transform)
+        dataset = ImageDataset(items, transform, max_pixels=max_pixels)
         loader = make_loader(dataset, images_per_batch, workers, pin_memory=self.device.type == "cuda")
         yield from iter_logits(self.runner, loader, self.device, self.precision,
                                progress="predict" if progress else None, max_views=batch_size)
@@ -223,7 +242,7 @@ class Detector:
         ready: dict[int, Prediction] = {}  # batches may arrive out of order (cached images first)
         next_index = 0
         batches = self.iter_batches(items, options.batch_size, options.workers, progress, transform,
-                                    cache=options.cache and not options.tta)
+                                    cache=options.cache and not options.tta, max_pixels=options.max_pixels)
         for batch, logits in batches:
             flipped = self._flipped_logits(batch, options.batch_size) if options.tta and len(batch) else None
             by_index = {}
@@ -258,6 +277,9 @@ class Detector:
         else:
             prob = float(probability_synthetic(logits.mean(0, keepdim=True), temperature)[0])
             logit = float(log_odds(logits.mean(0, keepdim=True), temperature)[0])
+        if not torch.isfinite(tile_probs).all() or not math.isfinite(prob):  # never a verdict from NaN
+            return Prediction(input=name, error="the model gave no finite score for this image", note=note,
+                              image_size=tuple(size))
         spread = float(tile_probs.std(unbiased=False)) if len(tile_probs) > 1 else 0.0
         uncertain = (abs(prob - threshold) < options.uncertainty_band or spread > options.max_spread
                      or (flip_spread or 0.0) > options.max_spread)

@@ -34,14 +34,14 @@ from synthdet.checkpoint import CheckpointMeta, ModelSpec, Normalization, Pretra
 from synthdet.config import Config, ViewConfig
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.data.loader import SkipLog
-from synthdet.data.sources import ImageRecord, collect_records, summarize, write_split_csv
+from synthdet.data.sources import IgnoredFiles, ImageRecord, collect_records, summarize, write_split_csv
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.detector import Detector
 from synthdet.inference.embeddings import embed_items
 from synthdet.inference.scoring import log_odds, probability_synthetic
 from synthdet.inference.views import AugmentedView, make_view
 from synthdet.network import build_network, save_network
-from synthdet.rundir import new_run_dir
+from synthdet.rundir import new_run_dir, write_atomic
 from synthdet.runtime import resolve_device, seed_everything
 from synthdet.training.trainer import TrainingError, TrainResult
 
@@ -71,8 +71,9 @@ def train_probe(config: Config, resume: str | Path | None = None, progress: bool
     if config.features.representations != ["rgb"] or config.features.grayscale:
         raise TrainingError("a probe reads RGB pixels: set features.representations: [rgb]")
     seed_everything(config.seed)
+    ignored = IgnoredFiles()
     if records is None:
-        records = collect_records(config.data.sources, config.data.splits, config.seed)
+        records = collect_records(config.data.sources, config.data.splits, config.seed, ignored)
     train_records = [r for r in records if r.split == "train"]
     val_records = [r for r in records if r.split == "val"]
     missing = [CLASS_NAMES[c] for c in (0, 1) if not any(r.label == c for r in train_records)]
@@ -81,9 +82,8 @@ def train_probe(config: Config, resume: str | Path | None = None, progress: bool
     if not val_records:
         raise TrainingError("the validation split is empty, so no head could be selected; raise data.splits.val")
 
-    run = new_run_dir(config.output_dir, config.name)
-    run.root.mkdir(parents=True, exist_ok=True)
-    run.config.write_text(config.to_yaml())
+    run = new_run_dir(config.output_dir, config.name).prepare()
+    write_atomic(run.config, config.to_yaml())
     write_split_csv(records, run.splits)
     net = build_network(config.features, config.model.name, config.model.options, pretrained=config.model.pretrained,
                         normalization=PIXELS)
@@ -118,12 +118,11 @@ def train_probe(config: Config, resume: str | Path | None = None, progress: bool
                       "train_views": int(sum(len(v) for v in train.vectors))},
     }
     save_network(run.best, net, meta)
-    with run.metrics_log.open("w") as fh:
-        fh.writelines(json.dumps(row) + "\n" for row in history)
+    write_atomic(run.metrics_log, "".join(json.dumps(row) + "\n" for row in history))
     skipped.write(run.skipped)
     summary = {"best_epoch": best["candidate"], "select_metric": config.train.select_metric, "best_val": best["val"],
-               "skipped": len(skipped), "data": summarize(records)}
-    run.summary.write_text(json.dumps(summary, indent=2))
+               "skipped": len(skipped), "ignored": ignored.to_dict(), "data": summarize(records)}
+    write_atomic(run.summary, json.dumps(summary, indent=2))
     return TrainResult(run.root, run.best, best["candidate"], best["val"], [], len(skipped))
 
 

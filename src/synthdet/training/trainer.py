@@ -26,14 +26,15 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from synthdet.checkpoint import CheckpointMeta, ModelSpec
 from synthdet.config import Config, TrainConfig
+from synthdet.data.decode import ImageDecodeError, check_image
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.data.loader import Batch, ImageDataset, SkipLog, make_loader
-from synthdet.data.sources import ImageRecord, collect_records, summarize, write_split_csv
+from synthdet.data.sources import IgnoredFiles, ImageRecord, collect_records, summarize, write_split_csv
 from synthdet.data.transforms import EvalTransform, TrainTransform
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.scoring import iter_logits, log_odds, probability_synthetic
 from synthdet.network import DetectorNet, build_network, check_crop_fits, save_network
-from synthdet.rundir import RunDir, new_run_dir
+from synthdet.rundir import RunDir, atomic_path, new_run_dir, write_atomic
 from synthdet.runtime import autocast, resolve_device, seed_everything, training_precision
 from synthdet.training.normalization import measure_feature_stats
 from synthdet.training.schedule import make_scheduler
@@ -152,10 +153,12 @@ def run_stage(config: Config, objective: Objective, resume: str | Path | None = 
     subsets); its train and val splits are used, anything in test is left alone.
     """
     seed_everything(config.seed)
+    ignored = IgnoredFiles()
     if records is None:
-        records = collect_records(config.data.sources, config.data.splits, config.seed)
+        records = collect_records(config.data.sources, config.data.splits, config.seed, ignored)
     run = RunDir(resume) if resume else run_dir or new_run_dir(config.output_dir, config.name)
-    stage = TrainingStage(config, objective, run, records, resuming=resume is not None, progress=progress)
+    stage = TrainingStage(config, objective, run, records, resuming=resume is not None, progress=progress,
+                          ignored=ignored)
     handler = logging.FileHandler(run.log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
@@ -172,14 +175,18 @@ class TrainingStage:
     """Network, loaders, optimizer and schedule of one stage, and its epoch loop."""
 
     def __init__(self, config: Config, objective: Objective, run: RunDir, records: list[ImageRecord],
-                 resuming: bool, progress: bool):
+                 resuming: bool, progress: bool, ignored: IgnoredFiles | None = None):
         self.config, self.objective, self.run_dir = config, objective, run
         self.settings: TrainConfig = objective.settings(config)
         self.device = resolve_device(config.train.device)
         self.precision = training_precision(self.settings.amp, self.device)
         self.records = records
-        self.train_records = objective.train_records(records)
-        self.val_records = [r for r in records if r.split == "val"]
+        self.ignored = ignored or IgnoredFiles()
+        self.skipped = SkipLog()
+        usable = _check_headers([r for r in records if r.split in ("train", "val")], config.data.max_pixels,
+                                self.skipped)
+        self.train_records = objective.train_records(usable)
+        self.val_records = [r for r in usable if r.split == "val"]
         if not self.val_records:
             raise TrainingError(
                 "the validation split is empty, so no checkpoint could be selected; "
@@ -189,21 +196,25 @@ class TrainingStage:
         check_crop_fits(net, config.data.crop, config.model.name)
         self.net = net.to(self.device)
         self.resuming, self.progress = resuming, progress
-        run.root.mkdir(parents=True, exist_ok=True)
-        run.config.write_text(config.to_yaml())
+        run.prepare()
+        write_atomic(run.config, config.to_yaml())
         write_split_csv(records, run.splits)
         self.train_loader, self.val_loader = self._loaders()
         self.steps_per_epoch = min(len(self.train_loader), self.settings.max_steps_per_epoch or len(self.train_loader))
         self.optimizer = _make_optimizer(self.net, self.settings)
         self.scheduler = make_scheduler(self.optimizer, self.steps_per_epoch, self.settings.warmup_epochs,
                                         self.settings.lr_decay)
-        self.skipped = SkipLog()
         self.data_summary = summarize(records)
 
     def run(self) -> TrainResult:
         tc, net = self.settings, self.net
         log.info("data: %s", json.dumps({s: {k: sum(v.values()) for k, v in d.items()}
                                          for s, d in self.data_summary.items()}))
+        if self.ignored.total:
+            log.info("scanning the source folders %s", self.ignored)
+        if len(self.skipped):
+            log.warning("%d training or validation file(s) unusable from their header alone; see %s",
+                        len(self.skipped), self.run_dir.skipped)
         if self.resuming:
             state = self._load_resume()
             log.info("resuming %s at epoch %d", self.run_dir.root, state.next_epoch + 1)
@@ -226,8 +237,8 @@ class TrainingStage:
         result = TrainResult(self.run_dir.root, self.run_dir.best, state.best_epoch, state.best_val, state.history,
                              len(self.skipped))
         summary = {"best_epoch": result.best_epoch, "select_metric": tc.select_metric, "best_val": result.best_val,
-                   "skipped": result.skipped, "data": self.data_summary}
-        self.run_dir.summary.write_text(json.dumps(summary, indent=2))
+                   "skipped": result.skipped, "ignored": self.ignored.to_dict(), "data": self.data_summary}
+        write_atomic(self.run_dir.summary, json.dumps(summary, indent=2))
         return result
 
     def _epoch(self, epoch: int, state: _Progress) -> None:
@@ -245,8 +256,6 @@ class TrainingStage:
             "seconds": round(time.perf_counter() - started, 2),
         }
         state.history.append(row)
-        with self.run_dir.metrics_log.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
         score = self.objective.selection_score(val, tc.select_metric)
         improved = state.best_score is None or score > state.best_score
         if improved:
@@ -256,12 +265,15 @@ class TrainingStage:
             epoch + 1, tc.epochs, train_stats["loss"], val["loss"], val["accuracy"],
             "n/a" if val["roc_auc"] is None else f"{val['roc_auc']:.3f}", "  (best)" if improved else "",
         )
+        # Checkpoints first, then the metrics line: metrics.jsonl never lists an epoch whose
+        # checkpoint failed to write (a full disk ends the run here, with one clear error).
         meta = self._checkpoint_meta(epoch + 1, val)
         save_network(self.run_dir.last, self.net, meta)
         if improved:
             save_network(self.run_dir.best, self.net, meta)
         state.next_epoch = epoch + 1
         self._save_resume(state)
+        write_atomic(self.run_dir.metrics_log, "".join(json.dumps(h) + "\n" for h in state.history))
 
     def _loaders(self):
         dc, tc = self.config.data, self.settings
@@ -347,9 +359,8 @@ class TrainingStage:
             "state": state.__dict__,
             "rng": torch.get_rng_state(),
         }
-        tmp = self.run_dir.resume.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(self.run_dir.resume)
+        with atomic_path(self.run_dir.resume) as tmp:
+            torch.save(payload, tmp)
 
     def _load_resume(self) -> _Progress:
         path = self.run_dir.resume
@@ -371,6 +382,22 @@ def _make_optimizer(net: DetectorNet, tc: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
     cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=tc.lr, weight_decay=tc.weight_decay)
+
+
+def _check_headers(records: list[ImageRecord], max_pixels: int, skipped: SkipLog) -> list[ImageRecord]:
+    """The records whose files pass decoding's header checks; the others go to ``skipped`` (stage "check").
+
+    No pixel is decoded, so this is cheap, and it lists unreadable files that the sampler
+    would never have drawn. Data corrupt beyond a sound header is found when a file is read.
+    """
+    usable = []
+    for record in records:
+        try:
+            check_image(record.path, max_pixels)
+            usable.append(record)
+        except ImageDecodeError as exc:
+            skipped.add(record.path, exc.reason, "check")
+    return usable
 
 
 def _logging_failures(loader, skipped: SkipLog, names: list[str], stage: str) -> Iterator[Batch]:
