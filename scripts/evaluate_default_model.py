@@ -43,9 +43,19 @@ SWEEP = [Perturbation("none", 0, ""), Perturbation("jpeg", 75, "JPEG quality"), 
 COLUMNS = ("set", "n", "accuracy", "roc_auc", "average_precision", "ece")
 
 
+#: cifake/test images scored per class (seeded sample; the whole 10,000 is an hour of CLIP on 2 cores)
+CIFAKE_PER_CLASS = 500
+
+
 def unseen_records() -> dict[str, list[ImageRecord]]:
     sets = {name: records_from_arguments([SHARED / "data" / name]) for name in UNSEEN}
-    sets["cifake/test"] = records_from_arguments([SHARED / "data" / "cifake" / "test"])
+    cifake = records_from_arguments([SHARED / "data" / "cifake" / "test"])
+    rng = np.random.default_rng(0)
+    sample = []
+    for label in (0, 1):
+        of_class = [r for r in cifake if r.label == label]
+        sample += [of_class[i] for i in rng.permutation(len(of_class))[:CIFAKE_PER_CLASS]]
+    sets[f"cifake/test ({CIFAKE_PER_CLASS} per class)"] = sample
     return sets
 
 
@@ -94,14 +104,13 @@ def peer_rows(sets: dict[str, list[ImageRecord]], threshold: float = 0.5) -> dic
 
 
 def robustness_rows(detector: Detector, sets: dict[str, list[ImageRecord]]) -> list[dict]:
-    """ROC-AUC per perturbation: pooled over the five small unseen sets, and the mean of their per-set AUCs."""
+    """Mean over the five small unseen sets of ROC-AUC and accuracy, per perturbation."""
     per_set = {name: run_robustness(detector, sets[name], SWEEP, workers=2) for name in UNSEEN}
-    pooled = run_robustness(detector, [r for name in UNSEEN for r in sets[name]], SWEEP, workers=2)
     rows = []
     for i, p in enumerate(SWEEP):
         aucs = [per_set[name][i]["roc_auc"] for name in UNSEEN if per_set[name][i]["roc_auc"] is not None]
-        rows.append({"perturbation": p.label, "pooled_roc_auc": pooled[i]["roc_auc"],
-                     "mean_set_roc_auc": float(np.mean(aucs)), "accuracy": pooled[i]["accuracy"]})
+        rows.append({"perturbation": p.label, "mean_set_roc_auc": float(np.mean(aucs)),
+                     "mean_set_accuracy": float(np.mean([per_set[name][i]["accuracy"] for name in UNSEEN]))})
     clean = rows[0]
     for row in rows:
         row["drop"] = clean["mean_set_roc_auc"] - row["mean_set_roc_auc"]
@@ -150,7 +159,7 @@ def main() -> None:
         for name, peer in peer_rows(sets).items():
             tables[f"Peer: {name}"] = {"columns": COLUMNS, "rows": with_mean(peer[:-1]) + peer[-1:]}
     tables["Robustness on the unseen sets"] = {
-        "columns": ("perturbation", "mean_set_roc_auc", "drop", "pooled_roc_auc", "accuracy"),
+        "columns": ("perturbation", "mean_set_roc_auc", "drop", "mean_set_accuracy"),
         "rows": robustness_rows(detector, sets)}
     if args.run:
         manifest = ROOT / "pool" / "manifest.csv"

@@ -21,6 +21,8 @@ from synthdet.checkpoint import read_metadata, read_tensors, save_checkpoint
 from synthdet.inference.detector import DEFAULT_MODEL_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
+PARTS = {"final": "final embedding", "tokens": "CLS token after each block", "spectrum": "spectrum statistics",
+         "residual": "residual statistics"}
 POOL_LICENCE = "no licence permitting redistribution; used to train only, no image is shipped"
 LIMITATIONS = [
     "Trained on a public pool of about 10,700 images from 10 GitHub repositories (faces, ImageNet and BSDS "
@@ -56,10 +58,11 @@ def main() -> None:
     checkpoint = args.run / "best.safetensors"
     meta = read_metadata(checkpoint)
     options = meta.model.options
+    parts = " + ".join(PARTS[p] for p in options.get("embedding", ["final"]) + options.get("low_level", []))
     card = {
         "title": "synthdet default detector",
         "summary": (f"A {options.get('head', 'linear')} probe on the frozen CLIP ViT-B/16 image encoder "
-                    f"({' + '.join(options.get('embedding', ['final']) + options.get('low_level', []))}), "
+                    f"({parts}), "
                     "trained on synthdet's public pool with configs/default_detector.yaml; it tells real "
                     "photographs from generated or rendered images."),
         "sources": pool_sources(args.manifest),

@@ -244,7 +244,7 @@ def _fit_mlp(head, train: Embedded, val: Embedded, config: Config) -> tuple[list
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
         head.eval()
         with torch.no_grad():
             val_metrics = _validate(head, val, tc.threshold)
