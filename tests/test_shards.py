@@ -1,21 +1,26 @@
 """WebDataset shards: written from folders, read back image for image, streamed by rank and worker."""
 
+import csv
 import io
 import itertools
 import json
+import subprocess
+import sys
 import tarfile
 from collections import Counter
 
 import numpy as np
 import pytest
 
+from conftest import AWKWARD_FILES, toy_config
 from synthdet.config import SourceConfig, SplitFractions
 from synthdet.data.loader import ImageDataset, ShardStream, decode_item, make_loader
 from synthdet.data.sharding import index_shards, write_shards
 from synthdet.data.shards import read_index, read_member
-from synthdet.data.sources import ImageRecord, collect_records, sources_from_arguments
+from synthdet.data.sources import ImageRecord, collect_records, read_split_csv, sources_from_arguments
 from synthdet.data.storage import expand_braces
 from synthdet.data.transforms import EvalTransform
+from synthdet.pipeline import train
 
 
 def small(sources, n):
@@ -143,3 +148,29 @@ def test_bad_samples_and_broken_shards_are_reported_not_fatal(sharded, tmp_path)
     reasons = {back[i].path: dataset[i][3] for i in range(len(back)) if dataset[i][2] is None}
     assert "not an image Pillow can identify" in reasons[corrupt]
     assert all(p.startswith(str(cut)) for p in reasons if p != corrupt)
+
+
+@pytest.mark.slow
+def test_a_run_on_shards_streams_them_and_lists_bad_samples(toy_sources, awkward_folder, tmp_path):
+    """`synthdet data shard` a config with an awkward validation source, then train on the shards."""
+    sources = [{**s, "max_images": 20} for s in toy_sources]
+    sources.append({"name": "awkward", "path": str(awkward_folder), "label": "real", "split": "val"})
+    config = toy_config(sources, tmp_path / "runs", epochs=1, batch_size=16)
+    config.data.crop = (32, 32)
+    (tmp_path / "config.yaml").write_text(config.to_yaml())
+    proc = subprocess.run([sys.executable, "-m", "synthdet", "data", "shard", tmp_path / "config.yaml",
+                           tmp_path / "shards", "--per-shard", "15"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "wrote 87 images in 6 shard(s)" in proc.stdout, proc.stderr
+
+    config.data.sources = sources_from_arguments([tmp_path / "shards"])
+    result = train(config, progress=False, report=False)
+    history = json.loads((result.run_dir / "metrics.jsonl").read_text())
+    assert history["train_images"] == 16 * (sum(r.split == "train" for r in read_split_csv(
+        result.run_dir / "splits.csv")) // 16)  # an epoch of a stream is as many batches as of a sampler
+    with (result.run_dir / "skipped.csv").open() as fh:
+        skipped = {row["path"]: row for row in csv.DictReader(fh)}
+    files = {path: json.loads(read_member(path.rsplit(".", 1)[0] + ".json"))["file"] for path in skipped}
+    assert {f.rsplit("/", 1)[-1] for f in files.values()} == {n for n, reason in AWKWARD_FILES.items() if reason}
+    for path, row in skipped.items():
+        assert row["stage"] == "val" and AWKWARD_FILES[files[path].rsplit("/", 1)[-1]] in row["reason"]
+    assert result.test.metrics["n"] > 0  # the test split is read image by image from the shards

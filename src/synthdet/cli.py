@@ -347,7 +347,8 @@ def score(
     model: Optional[str] = typer.Option(None, "--model", help="checkpoint (.safetensors or .onnx)"),
     engine: str = typer.Option("local", help="local (this machine) or ray (Ray Data actors, local or a cluster)"),
     address: Optional[str] = typer.Option(None, help="ray: cluster address (default: $RAY_ADDRESS, else a local Ray)"),
-    actors: Optional[int] = typer.Option(None, min=1, help="ray: scoring actors (default: cluster CPUs or GPUs / per actor)"),
+    actors: Optional[int] = typer.Option(None, min=1, help="ray: scoring actors (default: the cluster's CPUs "
+                                                          "or GPUs over what one actor takes)"),
     cpus_per_actor: float = typer.Option(1.0, help="ray: CPUs each actor reserves (and torch threads)"),
     gpus_per_actor: float = typer.Option(0.0, help="ray: GPUs each actor reserves (0.25: four actors share a GPU)"),
     tiles: bool = typer.Option(True, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop"),

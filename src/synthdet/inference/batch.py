@@ -103,7 +103,8 @@ def _url_inputs(spec: str) -> list[ScoreInput]:
     fs, path = fsspec.core.url_to_fs(spec)
     if glob.has_magic(path):
         files = sorted(p for p in fs.glob(path) if fs.isfile(p))
-        return [ScoreInput(fs.unstrip_protocol(p)) for p in files] or [ScoreInput(spec, error="pattern matches no files")]
+        found = [ScoreInput(fs.unstrip_protocol(p)) for p in files]
+        return found or [ScoreInput(spec, error="pattern matches no files")]
     if fs.isfile(path):
         return [ScoreInput(spec)]
     if not fs.isdir(path):
