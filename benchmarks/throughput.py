@@ -214,7 +214,7 @@ def training_numbers(config, paths: list[Path], work: Path, args) -> None:
 
 def peak_memory(ckpt: Path, folder: Path) -> tuple[float, float]:
     """Peak RSS (MB) of `synthdet predict --csv` on a folder: main process, and with its workers."""
-    proc = subprocess.Popen([sys.executable, "-m", "synthdet", "predict", str(ckpt), str(folder), "--csv"],
+    proc = subprocess.Popen([sys.executable, "-m", "synthdet", "predict", "-m", str(ckpt), str(folder), "--csv"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     main_peak = total_peak = 0
     watched = psutil.Process(proc.pid)

@@ -3,10 +3,9 @@
     python scripts/config_table.py --out docs/configs.md
 
 Each config runs as shipped except: its data are generated toy sources (640x480 images,
-so every crop size fits), training is capped at --epochs (both stages of a one-class
-config), and linear_probe runs without its ImageNet weights file (a frozen random
-backbone), because nothing may be downloaded. Accuracy comes from one
-`synthdet evaluate` run on each run's test split. Takes about an hour on 2 CPU cores (ENet + Flow SVDD is most of it).
+so every crop size fits) and training is capped at --epochs (both stages of a one-class
+config). Probe configs fetch their backbone with the weights command. Accuracy comes from
+one `synthdet evaluate` run on each run's test split. Takes about an hour on 2 CPU cores (ENet + Flow SVDD is most of it).
 """
 
 from __future__ import annotations
@@ -31,7 +30,8 @@ ORIGINS = {
     "cifake_cnn_srm": "CIFAKE CNN + SRM channel attention (jshrdt/aics-project)",
     "residual_gap_cnn": "plain CNN with a projected skip and global average pooling",
     "enet_flow_svdd": "ENet (Quan et al. 2020) + Flow SVDD one-class head on real images",
-    "linear_probe": "frozen backbone + linear head (CLIP-feature detectors, Ojha et al. 2023)",
+    "clip_probe": "linear probe on frozen CLIP ViT-B/16 (UnivFD, Ojha et al. 2023)",
+    "default_detector": "the shipped default detector's recipe (a CLIP probe on the public pool)",
 }
 
 
@@ -49,14 +49,12 @@ def main() -> None:
     for path in sorted((ROOT / "configs").glob("*.yaml")):
         overrides = [f"train.epochs={args.epochs}", f"one_class.epochs={args.epochs}",
                      f"output_dir={args.work / 'runs'}", f"data.sources={sources}"]
-        if path.stem == "linear_probe":
-            overrides.append("model.pretrained=null")
         config = load_config(path, overrides)
         started = time.perf_counter()
         result = train(config, progress=False)
         minutes = (time.perf_counter() - started) / 60
         eval_dir = result.run_dir / "evaluate"
-        subprocess.run([sys.executable, "-m", "synthdet", "evaluate", str(result.best_checkpoint), "--data",
+        subprocess.run([sys.executable, "-m", "synthdet", "evaluate", "-m", str(result.best_checkpoint), "--data",
                         str(result.run_dir / "config.yaml"), "--out", str(eval_dir)], check=True,
                        stdout=subprocess.DEVNULL)
         metrics = json.loads((eval_dir / "metrics.json").read_text())
@@ -84,7 +82,7 @@ def main() -> None:
                      f"{r['accuracy']:.3f} | {r['auc']:.3f} | {r['minutes']:.1f} min |")
     caption = (f"Toy data: 4 sources x {args.images_per_source} images of 640x480, test split scored by "
                f"`synthdet evaluate`; each config trained as shipped but for at most {args.epochs} epochs "
-               "(linear_probe over a random frozen backbone: no ImageNet weights file here), on 2 CPU cores.")
+               "on 2 CPU cores.")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text("# Configurations on toy data\n\n" + caption + "\n\n" + "\n".join(lines) + "\n")
     print("\n".join(lines))

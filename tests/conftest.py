@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import os
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,24 @@ def awkward_folder(tmp_path_factory) -> Path:
     Image.fromarray(pixels[:32, :32]).save(folder / "tiny_32.png")
     assert sorted(os.listdir(folder)) == sorted(AWKWARD_FILES)
     return folder
+
+
+@pytest.fixture
+def cli(monkeypatch, capsys):
+    """``cli(*args)`` runs the ``synthdet`` command in this process: (exit code, stdout, stderr)."""
+    from synthdet.cli import main
+
+    def run(*args):
+        monkeypatch.setattr(sys, "argv", ["synthdet", *map(str, args)])
+        try:
+            main()
+            code = 0
+        except SystemExit as exc:
+            code = exc.code or 0
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
 
 
 @pytest.fixture(scope="session")

@@ -37,6 +37,7 @@ def test_threshold_for_target_fpr_is_the_smallest_that_keeps_fpr_under_target():
     assert (real >= t).mean() <= 0.05
     assert (real >= t - 2e-6).mean() > 0.05  # a lower threshold would exceed the target
     assert threshold_for_fpr(labels, probs, 0.0) > max(real)
+    assert 0.999 < threshold_for_fpr([0, 1], [1.0, 1.0], 0.01) < 1  # a checkpoint's threshold lies in (0, 1)
 
 
 @pytest.mark.slow

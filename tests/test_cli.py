@@ -20,7 +20,7 @@ def synthdet(*args, check=True):
 
 def test_predict_json_and_csv_report_every_file(checkpoint, awkward_folder, toy_sources):
     folder = toy_sources[0]["path"]
-    proc = synthdet("predict", checkpoint, awkward_folder, f"{folder}/*_000[0-4].jpg", "missing.png", "--json")
+    proc = synthdet("predict", "-m", checkpoint, awkward_folder, f"{folder}/*_000[0-4].jpg", "missing.png", "--json")
     rows = [json.loads(line) for line in proc.stdout.splitlines()]
     by_name = {r["input"].rsplit("/", 1)[-1]: r for r in rows}
     assert len(rows) == len(AWKWARD_FILES) + 5 + 1
@@ -30,19 +30,19 @@ def test_predict_json_and_csv_report_every_file(checkpoint, awkward_folder, toy_
     assert all(r["label"] == "synthetic" for r in toy)  # render-shapes is synthetic
     assert "4 failed" in proc.stderr
 
-    proc = synthdet("predict", checkpoint, awkward_folder, "--csv")
+    proc = synthdet("predict", "-m", checkpoint, awkward_folder, "--csv")
     table = list(csv.DictReader(io.StringIO(proc.stdout)))
     assert [r["input"].rsplit("/", 1)[-1] for r in table] == sorted(AWKWARD_FILES)
 
 
 def test_predict_exits_nonzero_when_nothing_could_be_scored(checkpoint, tmp_path):
-    proc = synthdet("predict", checkpoint, tmp_path / "nothing-here.jpg", check=False)
+    proc = synthdet("predict", "-m", checkpoint, tmp_path / "nothing-here.jpg", check=False)
     assert proc.returncode == 1 and "0 input(s) scored, 1 failed" in proc.stderr
 
 
 def test_evaluate_writes_metrics_files_and_prints_the_table(checkpoint, trained_run, tmp_path):
     out = tmp_path / "eval"
-    proc = synthdet("evaluate", checkpoint, "--data", trained_run.run_dir / "config.yaml", "--out", out,
+    proc = synthdet("evaluate", "-m", checkpoint, "--data", trained_run.run_dir / "config.yaml", "--out", out,
                     "--workers", "0")
     assert "mean accuracy over sources" in proc.stdout
     for source in ("camera-shapes", "render-terrain"):
@@ -56,7 +56,7 @@ def test_evaluate_writes_metrics_files_and_prints_the_table(checkpoint, trained_
 
 def test_benchmark_reports_accuracy_on_a_folder_of_known_label(checkpoint, toy_sources):
     real = next(s for s in toy_sources if s["label"] == "real")
-    proc = synthdet("benchmark", checkpoint, real["path"], "--label", "real", "--workers", "0")
+    proc = synthdet("benchmark", "-m", checkpoint, real["path"], "--label", "real", "--workers", "0")
     accuracy = float(proc.stdout.split("accuracy ")[1].split()[0])
     assert accuracy >= 0.9 and "on 200 real images" in proc.stdout
 
@@ -71,7 +71,7 @@ def test_config_errors_are_one_clear_line_with_exit_code_2(tmp_path):
 
 
 def test_info_prints_the_checkpoint_metadata(checkpoint):
-    meta = json.loads(synthdet("info", checkpoint).stdout)
+    meta = json.loads(synthdet("info", checkpoint, "--json").stdout)
     assert meta["model"]["name"] == "resnet18" and meta["crop"] == "64x64"
 
 

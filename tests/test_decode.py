@@ -1,9 +1,10 @@
 import numpy as np
 import pytest
-from PIL import Image
+from PIL import Image, ImageOps
 
 from conftest import AWKWARD_FILES
-from synthdet.data.decode import ImageDecodeError, load_image
+from synthdet.data import decode
+from synthdet.data.decode import ImageDecodeError, check_image, load_image
 from synthdet.data.transforms import center_crop, pad_to_size, random_crop
 
 
@@ -90,3 +91,59 @@ def test_jpegs_under_the_pixel_limit_are_decoded_exactly_as_pillow_decodes_them(
     draft.draft("RGB", (320, 240))  # what reduced decoding would give at 1/2 scale
     halved = np.asarray(Image.fromarray(decoded.pixels).reduce(2), dtype=float)
     assert np.abs(np.asarray(draft.convert("RGB"), dtype=float) - halved).mean() > 1.0  # not the same pixels
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+def test_every_exif_orientation_is_applied_as_pillow_does(tmp_path, orientation):
+    rng = np.random.default_rng(orientation)
+    exif = Image.Exif()
+    exif[0x0112] = orientation
+    Image.fromarray(rng.integers(0, 256, (5, 7, 3), dtype=np.uint8)).save(tmp_path / "o.png", exif=exif)
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "o.png")).convert("RGB"))
+    assert np.array_equal(load_image(tmp_path / "o.png").pixels, expected)
+
+
+@pytest.mark.parametrize("mode", ["CMYK", "P", "LA", "1", "I;16", "I", "F"])
+def test_conversion_a_strip_at_a_time_gives_the_whole_image_result(monkeypatch, mode):
+    """Strips bound memory; 16-bit and float scales still come from the whole image."""
+    rng = np.random.default_rng(0)
+    if mode in ("I;16", "I", "F"):  # top rows alone would pick another scale than the whole image
+        ramp = rng.random((40, 30)) * np.linspace(0.001, 1, 40)[:, None]
+        scale, dtype = {"I;16": (65535, np.uint16), "I": (2**24, np.int32), "F": (2.0, np.float32)}[mode]
+        image = Image.fromarray((ramp * scale).astype(dtype))
+    else:
+        image = Image.fromarray(rng.integers(0, 256, (40, 30, 3), dtype=np.uint8)).convert(mode)
+    whole = decode.to_rgb_array(image)
+    monkeypatch.setattr(decode, "STRIP_PIXELS", 30 * 3)  # 3 rows per strip
+    assert np.array_equal(decode.to_rgb_array(image), whole)
+
+
+def test_the_budget_holds_for_the_size_actually_decoded(tmp_path):
+    Image.new("RGB", (800, 600), "gray").save(tmp_path / "big.jpg")
+    with pytest.raises(ImageDecodeError, match="exceeds the 5,000-pixel limit .even at 1/8 scale"):
+        load_image(tmp_path / "big.jpg", max_pixels=5_000)  # 1/8 is still 100x75
+    Image.new("RGB", (800, 600), "gray").save(tmp_path / "progressive.jpg", progressive=True)
+    with pytest.raises(ImageDecodeError, match="progressive JPEG"):  # coefficients of the full image
+        load_image(tmp_path / "progressive.jpg", max_pixels=800 * 600)
+    assert load_image(tmp_path / "progressive.jpg", max_pixels=2 * 800 * 600).reduced_by == 1
+
+
+def test_a_jpeg_too_short_for_its_size_is_corrupt_even_if_pillow_would_fill_it(tmp_path, monkeypatch):
+    from PIL import ImageFile
+
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 256, (2000, 2000, 3), dtype=np.uint8)).save(tmp_path / "full.jpg")
+    (tmp_path / "cut.jpg").write_bytes((tmp_path / "full.jpg").read_bytes()[:3000])
+    monkeypatch.setattr(ImageFile, "LOAD_TRUNCATED_IMAGES", True)  # Pillow would paint the rest grey
+    with pytest.raises(ImageDecodeError, match="3,000 bytes cannot hold a 2000x2000 JPEG"):
+        load_image(tmp_path / "cut.jpg")
+    assert load_image(tmp_path / "full.jpg").pixels.shape == (2000, 2000, 3)
+
+
+def test_the_header_check_refuses_what_decoding_would_refuse_from_the_header(awkward_folder, tmp_path):
+    Image.new("1", (12000, 12000)).save(tmp_path / "bomb.png")
+    for path, phrase in ((tmp_path / "bomb.png", "too large"), (awkward_folder / "text.jpg", "not an image"),
+                         (awkward_folder / "empty.jpg", "empty file")):
+        with pytest.raises(ImageDecodeError, match=phrase):
+            check_image(path)
+    assert check_image(awkward_folder / "truncated.jpg") == (160, 120)  # damage past the header needs decoding

@@ -25,7 +25,7 @@ def test_demo_prints_a_per_source_table_with_high_mean_accuracy(tmp_path):
 def test_evaluate_runs_on_the_shared_public_image_sets(checkpoint, tmp_path):
     sets = sorted(p for p in SHARED_DATA.iterdir() if (p / "real").is_dir())
     args = [a for s in sets for a in ("--data", str(s))]
-    proc = subprocess.run([sys.executable, "-m", "synthdet", "evaluate", str(checkpoint), *args, "--out",
+    proc = subprocess.run([sys.executable, "-m", "synthdet", "evaluate", "-m", str(checkpoint), *args, "--out",
                            str(tmp_path / "eval")], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
     expected = sum(1 for s in sets for f in s.rglob("*") if f.is_file() and f.parent.name in ("real", "synthetic"))

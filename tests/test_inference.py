@@ -11,7 +11,8 @@ import synthdet
 from synthdet.checkpoint import CheckpointMeta, ModelSpec, Normalization
 from synthdet.config import FeatureConfig
 from synthdet.data.toy import toy_image
-from synthdet.inference.detector import Detector
+from synthdet.data.transforms import pad_to_size
+from synthdet.inference.detector import Detector, PredictOptions
 from synthdet.inference.heatmap import heatmap_image
 from synthdet.inference.tiles import TileTransform, coverage, plan_tiles
 from synthdet.inference.video import iter_frames, predict_video, smooth
@@ -35,6 +36,27 @@ def test_tiles_overlap_when_the_budget_allows_and_thin_out_for_huge_images():
     huge = plan_tiles(20000, 30000, (256, 256), max_tiles=64)
     assert 1 <= len(huge) <= 64
     assert coverage(2000, 3000, (256, 256), plan_tiles(2000, 3000, (256, 256), max_tiles=16)) < 1.0
+
+
+@pytest.mark.parametrize("shape", [(1, 5_000_000), (5_000_000, 1), (3, 4000), (90_000, 1), (300, 30_000)])
+def test_the_tile_cap_holds_for_any_shape(shape):
+    assert 1 <= len(plan_tiles(max(shape[0], 64), max(shape[1], 64), (64, 64), max_tiles=64)) <= 64
+    assert len(plan_tiles(max(shape[0], 64), max(shape[1], 64), (64, 64), max_tiles=3)) <= 3
+
+
+@pytest.mark.parametrize("shape", [(10, 300), (300, 2), (1, 200), (40, 40), (100, 130)])
+def test_tiles_cut_before_padding_hold_the_pixels_of_the_padded_image(shape):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    tiles, boxes = TileTransform((64, 64), max_tiles=8)(image)
+    padded = pad_to_size(image, 64, 64)  # what tiles were cut from before
+    corners = plan_tiles(padded.shape[0], padded.shape[1], (64, 64), 0.25, 8)
+    assert np.array_equal(tiles, np.stack([padded[t : t + 64, l : l + 64] for t, l in corners]))
+
+
+def test_the_tiles_of_one_image_stay_within_the_pixel_budget():
+    det = fake_detector()
+    assert det.view_transform(PredictOptions(max_tiles=64, max_pixels=3 * 64 * 64)).max_tiles == 3
 
 
 def test_small_images_are_one_padded_tile():

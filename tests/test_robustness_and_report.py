@@ -10,13 +10,14 @@ from synthdet.data.transforms import center_crop
 from synthdet.evaluation.evaluate import evaluate_records, write_evaluation
 from synthdet.evaluation.report import write_report
 from synthdet.inference.detector import PredictOptions
-from synthdet.evaluation.robustness import Perturbation, PerturbedCrop, default_sweep, run_robustness, write_robustness
+from synthdet.data.transforms import EvalTransform
+from synthdet.evaluation.robustness import Perturbation, Perturbed, default_sweep, run_robustness, write_robustness
 
 
 @pytest.mark.parametrize("perturbation", default_sweep(), ids=lambda p: p.label)
 def test_every_perturbation_yields_the_crop_size(perturbation):
     image = np.random.default_rng(0).integers(0, 256, (300, 420, 3), dtype=np.uint8)
-    out = PerturbedCrop((64, 96), perturbation)(image)
+    out = Perturbed(EvalTransform((64, 96)), perturbation)(image)
     assert out.shape == (64, 96, 3) and out.dtype == np.uint8
     if perturbation.kind == "none":
         assert np.array_equal(out, center_crop(image, 64, 96))
@@ -48,9 +49,9 @@ def test_jpeg_30_measurably_changes_the_toy_detector_scores(trained_run):
     paths = [r.path for r in read_split_csv(trained_run.run_dir / "splits.csv", "test")]
     options = PredictOptions(tiles=False, workers=0)
     clean = [p.prob_synthetic for p in detector.score_items(paths, options,
-                                                            transform=PerturbedCrop(detector.crop, Perturbation("none", 0, "")))]
+                                                            transform=Perturbed(EvalTransform(detector.crop), Perturbation("none", 0, "")))]
     jpeg30 = [p.prob_synthetic for p in detector.score_items(paths, options,
-                                                             transform=PerturbedCrop(detector.crop, Perturbation("jpeg", 30, "")))]
+                                                             transform=Perturbed(EvalTransform(detector.crop), Perturbation("jpeg", 30, "")))]
     assert np.mean(np.abs(np.array(clean) - np.array(jpeg30))) > 0.05
 
 

@@ -71,7 +71,8 @@ def test_ray_scores_one_row_per_input_as_predict_does(checkpoint, inputs, ray_lo
     assert rows[str(tmp_path / "missing")]["error"] == "no such file or folder"
 
     # the same probabilities as `synthdet predict`, and the labels shards and folders know
-    predicted = [json.loads(line) for line in synthdet("predict", checkpoint, folder, "--json").stdout.splitlines()]
+    proc = synthdet("predict", "-m", checkpoint, folder, "--json")
+    predicted = [json.loads(line) for line in proc.stdout.splitlines()]
     assert len(predicted) == 8 + len(AWKWARD_FILES)
     for p in predicted:
         row = rows[os.path.abspath(p["input"])]

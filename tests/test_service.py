@@ -28,7 +28,7 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def server(checkpoint):
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "synthdet", "serve", str(checkpoint), "--port", str(port)],
+    proc = subprocess.Popen([sys.executable, "-m", "synthdet", "serve", "-m", str(checkpoint), "--port", str(port)],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90

@@ -5,6 +5,11 @@ normalization statistics, classes, threshold, temperature), so ``synthdet.load(p
 takes no other flags. safetensors never unpickles, so a checkpoint from a stranger
 cannot run code, and tensors load on the CPU whatever device trained them.
 
+Nothing in a checkpoint is trusted: the metadata is validated against ranges when read
+(a temperature of 0 or a threshold of 2 would silently give NaN or flipped verdicts),
+and :func:`synthdet.network.load_network` checks the tensors against the model the
+metadata describes. Every problem is one :class:`CheckpointError` naming the file.
+
 This module knows the file format only; :mod:`synthdet.network` builds the network a
 checkpoint describes.
 """
@@ -12,27 +17,47 @@ checkpoint describes.
 from __future__ import annotations
 
 import json
+import math
 import zipfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 import torch
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from synthdet import weights
-from synthdet.config import CropSize, FeatureConfig
+from synthdet.config import CropSize, FeatureConfig, ViewConfig
 from synthdet.data.labels import CLASS_NAMES
+from synthdet.features import FeatureExtractor
+from synthdet.models import list_models
+from synthdet.rundir import atomic_path
 from synthdet.version import __version__
 
 METADATA_KEY = "synthdet"
-FORMAT_VERSION = 1
+#: 2: a model may name frozen pretrained weights it does not carry (``model.pretrained``), and a view.
+FORMAT_VERSION = 2
+#: Crop sides a checkpoint may ask for: a forward pass at 4096x4096 already needs gigabytes.
+CROP_LIMITS = (8, 4096)
 
 
 class CheckpointError(ValueError):
     """A file that is not a loadable synthdet checkpoint; the message names it."""
+
+
+def _finite(value: float, name: str) -> float:
+    if not math.isfinite(value):
+        raise ValueError(f"{name} must be a finite number, got {value}")
+    return value
+
+
+class PretrainedRef(BaseModel):
+    """Frozen backbone weights a checkpoint uses but does not carry: a weights key (or a path) and its sha256."""
+
+    weights: str
+    sha256: str
 
 
 class ModelSpec(BaseModel):
@@ -41,11 +66,37 @@ class ModelSpec(BaseModel):
     in_chans: int
     num_classes: int = 2
     options: dict[str, Any] = Field(default_factory=dict)
+    pretrained: PretrainedRef | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        if name not in list_models():
+            raise ValueError(f"unknown model {name!r}; this synthdet has {list_models()}")
+        return name
+
+    @field_validator("num_classes")
+    @classmethod
+    def _two(cls, n: int) -> int:
+        if n != len(CLASS_NAMES):
+            raise ValueError(f"must be {len(CLASS_NAMES)} (real, synthetic), got {n}")
+        return n
 
 
 class Normalization(BaseModel):
     mean: list[float]
     std: list[float]
+
+    @model_validator(mode="after")
+    def _usable(self) -> "Normalization":
+        """Finite means, and standard deviations > 0: a zero std divides every feature by zero."""
+        if len(self.mean) != len(self.std):
+            raise ValueError(f"{len(self.mean)} means but {len(self.std)} standard deviations")
+        for value in self.mean:
+            _finite(value, "every mean")
+        if not all(math.isfinite(s) and s > 0 for s in self.std):
+            raise ValueError(f"every std must be finite and > 0, got {self.std}")
+        return self
 
 
 class CheckpointMeta(BaseModel):
@@ -58,12 +109,54 @@ class CheckpointMeta(BaseModel):
     model: ModelSpec
     features: FeatureConfig
     crop: CropSize
+    view: ViewConfig | None = Field(None, description="default view for predict and evaluate")
     normalization: Normalization | None = Field(None, description="filled from the network when saved")
     class_names: list[str] = Field(default_factory=lambda: list(CLASS_NAMES))
     threshold: float = 0.5
     temperature: float = 1.0
     calibration: dict[str, Any] | None = Field(None, description="how temperature and threshold were fitted")
     training: dict[str, Any] = Field(default_factory=dict, description="config, data summary, validation metrics")
+
+    @field_validator("threshold")
+    @classmethod
+    def _probability(cls, t: float) -> float:
+        if not 0 < _finite(t, "threshold") < 1:
+            raise ValueError(f"must be in (0, 1), got {t}")
+        return t
+
+    @field_validator("temperature")
+    @classmethod
+    def _positive(cls, t: float) -> float:
+        if _finite(t, "temperature") <= 0:
+            raise ValueError(f"must be > 0 (0 gives NaN, a negative value flips every verdict), got {t}")
+        return t
+
+    @field_validator("crop")
+    @classmethod
+    def _crop_within_limits(cls, crop: tuple[int, int]) -> tuple[int, int]:
+        low, high = CROP_LIMITS
+        if not all(low <= side <= high for side in crop):
+            raise ValueError(f"each side must be within {low}..{high} pixels, got {crop[1]}x{crop[0]}")
+        return crop
+
+    @field_validator("class_names")
+    @classmethod
+    def _real_then_synthetic(cls, names: list[str]) -> list[str]:
+        if names != list(CLASS_NAMES):
+            raise ValueError(f"must be {list(CLASS_NAMES)} (synthdet's label order), got {names}")
+        return names
+
+    @model_validator(mode="after")
+    def _channels_agree(self) -> "CheckpointMeta":
+        """The model's input channels and the normalization match what the features produce."""
+        channels = FeatureExtractor(self.features.representations, self.features.highpass_radius,
+                                    self.features.grayscale).out_channels
+        if self.model.in_chans != channels:
+            raise ValueError(f"model.in_chans is {self.model.in_chans}, but features "
+                             f"{self.features.representations} give {channels} channels")
+        if self.normalization is not None and len(self.normalization.mean) != channels:
+            raise ValueError(f"normalization has {len(self.normalization.mean)} channels, the features give {channels}")
+        return self
 
 
 def save_checkpoint(path: str | Path, tensors: dict[str, torch.Tensor], meta: CheckpointMeta) -> Path:
@@ -77,10 +170,29 @@ def rewrite_metadata(path: str | Path, meta: CheckpointMeta) -> Path:
 
 
 def _write(path: Path, tensors: dict[str, torch.Tensor], meta: CheckpointMeta) -> Path:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    save_file(tensors, str(tmp), metadata={METADATA_KEY: meta.model_dump_json()})
-    tmp.replace(path)  # never leave a half-written checkpoint behind
+    """Validate ``meta`` (updates by ``model_copy`` skip validation) and write it with ``tensors`` atomically."""
+    text = parse_metadata(meta.model_dump_json(), path).model_dump_json()
+    with atomic_path(path) as tmp:  # never leave a half-written checkpoint behind
+        save_file(tensors, str(tmp), metadata={METADATA_KEY: text})
     return path
+
+
+def parse_metadata(text: str, path: str | Path) -> CheckpointMeta:
+    """Validated metadata from its JSON text; any problem is a :class:`CheckpointError` naming ``path``."""
+    try:
+        meta = CheckpointMeta.model_validate(json.loads(text))
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(f"{path}: metadata is not valid JSON ({exc})") from None
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'metadata'}: {e['msg']}" for e in exc.errors())
+        raise CheckpointError(f"{path}: invalid metadata: {problems}") from None
+    except (TypeError, ValueError) as exc:  # e.g. a feature setting its extractor refuses
+        raise CheckpointError(f"{path}: invalid metadata: {exc}") from None
+    if meta.format_version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path}: checkpoint format {meta.format_version} is newer than this synthdet ({__version__}) reads"
+        )
+    return meta
 
 
 def read_metadata(path: str | Path) -> CheckpointMeta:
@@ -90,16 +202,14 @@ def read_metadata(path: str | Path) -> CheckpointMeta:
     raw = _safetensors_metadata(path).get(METADATA_KEY)
     if raw is None:
         raise CheckpointError(f"{path}: safetensors file without synthdet metadata")
-    meta = CheckpointMeta.model_validate(json.loads(raw))
-    if meta.format_version > FORMAT_VERSION:
-        raise CheckpointError(
-            f"{path}: checkpoint format {meta.format_version} is newer than this synthdet ({__version__}) reads"
-        )
-    return meta
+    return parse_metadata(raw, path)
 
 
 def read_tensors(path: str | Path) -> dict[str, torch.Tensor]:
-    return load_file(str(path), device="cpu")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as exc:  # safetensors raises its own error types for damaged files
+        raise CheckpointError(f"{path}: cannot read the tensors ({exc})") from None
 
 
 def _safetensors_metadata(path: Path) -> dict[str, str]:

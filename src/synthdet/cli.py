@@ -1,45 +1,63 @@
-"""The ``synthdet`` command: train, evaluate, robustness, calibrate, report, predict, benchmark, demo, ..."""
+"""The ``synthdet`` command: train, evaluate, robustness, calibrate, report, predict, benchmark, demo, ...
+
+Exit codes: 0 success; 1 when ``predict`` could score nothing, or when a reader of
+standard output went away (``| head``); 2 for every error that is the user's to fix
+(configuration, data, checkpoint, output folder, a failed write, standard output
+included), shown as one line without a traceback.
+
+Training and evaluation modules (scikit-learn, SciPy, matplotlib: about 100 MB) are
+imported by the commands that use them, so ``predict`` stays within the memory its pixel
+budget is set for (:mod:`synthdet.data.decode`).
+"""
 
 from __future__ import annotations
 
 import csv
+import errno
 import json
 import logging
+import os
 import sys
 import time
 from importlib import resources
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
-from synthdet import pipeline, weights
-from synthdet.checkpoint import CheckpointError, read_metadata
+from synthdet import weights
+from synthdet.checkpoint import CheckpointError
 from synthdet.config import ConfigError, SplitFractions, config_from_dict, load_config, resolve_paths
 from synthdet.data.decode import load_image
-from synthdet.data.sharding import index_shards, write_shards
 from synthdet.data.shards import ShardError, locate
-from synthdet.data.sources import SourceError, collect_records, records_from_arguments, sources_from_arguments
+from synthdet.data.sources import (
+    IgnoredFiles,
+    SourceError,
+    collect_records,
+    records_from_arguments,
+    sources_from_arguments,
+)
 from synthdet.data.toy import write_toy_dataset
-from synthdet.evaluation.calibration import calibrate_checkpoint
-from synthdet.evaluation.evaluate import SOURCE_COLUMNS, EvaluationResult, evaluate_records, write_evaluation
-from synthdet.evaluation.report import write_report
-from synthdet.evaluation.robustness import run_robustness, write_robustness
 from synthdet.evaluation.tables import PROTOCOL_COLUMNS, fmt, protocol_summary_line
 from synthdet.importers import import_aics_cifake
 from synthdet.inference import batch
-from synthdet.inference.detector import Detector, PredictOptions
-from synthdet.inference.heatmap import write_heatmap
-from synthdet.inference.onnx_export import export_onnx
-from synthdet.inference.video import VideoError, is_video, predict_video
-from synthdet.protocols import kfold, leave_one_source_out
-from synthdet.rundir import RunDir, new_run_dir
+from synthdet.inference.detector import Detector, PredictOptions, model_path
+from synthdet.inference.inputs import expand_inputs
+from synthdet.inference.onnx_export import export_onnx, load_onnx
+from synthdet.model_card import model_card
+from synthdet.network import check_checkpoint
+from synthdet.inference.video import VideoError, check_sampling, is_video, predict_video
+from synthdet.rundir import OutputError, RunDir, new_run_dir, prepare_folder
 from synthdet.runtime import resolve_device
 from synthdet.training import distributed
 from synthdet.training.trainer import TrainingError
+
+if TYPE_CHECKING:
+    from synthdet.evaluation.evaluate import EvaluationResult
 
 app = typer.Typer(help="Tell real photographs from synthetic images.", no_args_is_help=True, add_completion=False)
 # Plain lines are never re-wrapped (scripts parse them); when piped, tables get room
@@ -49,27 +67,57 @@ err = Console(stderr=True, soft_wrap=True)
 
 # Options several commands share, declared once so they read (and default) alike.
 DATA = typer.Option(..., "--data", "-d", help="config .yaml, folder or .csv manifest (repeatable)")
-BATCH_SIZE = typer.Option(32, help="images per batch")
-WORKERS = typer.Option(-1, help="decoding processes (-1: one per core)")
+BATCH_SIZE = typer.Option(32, min=1, help="images per batch")
+WORKERS = typer.Option(-1, min=-1, help="decoding processes (-1: one per core)")
 DEVICE = typer.Option("auto", help="auto (CUDA, then Apple MPS, then CPU), cpu, cuda[:N] or mps")
+MODEL = typer.Option(None, "--model", "-m",
+                     help="checkpoint (.safetensors or exported .onnx); default: the shipped detector (synthdet info)")
 
 # Speed switches shared by the commands that run inference in bulk (none changes preprocessing).
-PRECISION = typer.Option("fp32", help="fp32, or bf16 for the backbone (faster only where bfloat16 is native: GPUs, AVX512-BF16/AMX CPUs)")
+PRECISION = typer.Option("auto", help="fp32, bf16 (faster only where bfloat16 is native: GPUs, AVX512-BF16/AMX "
+                                       "CPUs), or auto: bf16 for frozen-backbone probes where native, else fp32")
 CHANNELS_LAST = typer.Option(False, "--channels-last", help="channels-last memory layout for the backbone")
 COMPILE = typer.Option(False, "--compile", help="torch.compile the network (slow start, faster afterwards)")
 
-#: Errors that are the user's to fix: shown as one clear line, no traceback.
-USER_ERRORS = (ConfigError, SourceError, CheckpointError, TrainingError, FileNotFoundError, weights.WeightsError,
+#: The small public sets the demo scores with the default detector (cifake is 50,000 images).
+PUBLIC_DEMO_SETS = ("chatgpt-gemini-small", "gan-diffusion-playground", "gan-examples", "genimage-256",
+                    "unreal-vs-kinect")
+
+#: Errors that are the user's to fix: shown as one clear line, no traceback. OSError covers
+#: a file that cannot be read or written (a full disk, standard output to a full device).
+USER_ERRORS = (ConfigError, SourceError, CheckpointError, TrainingError, OutputError, OSError, weights.WeightsError,
                ShardError, batch.ScoreError)
 
 
 def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
     try:
-        app()
+        try:
+            app()
+        finally:
+            sys.stdout.flush()  # a failed write to stdout surfaces here, not as noise at exit
     except USER_ERRORS as exc:
-        err.print(f"[red]error:[/red] {exc}", markup=True, highlight=False)
+        err.print(f"[red]error:[/red] {_describe(exc) if isinstance(exc, OSError) else exc}", markup=True,
+                  highlight=False)
         sys.exit(2)
+
+
+#: Write errors that, without a file name, come from standard output: every file synthdet
+#: writes goes through rundir.atomic_path, whose errors name the file.
+STDOUT_ERRNOS = (errno.ENOSPC, errno.EFBIG, errno.EIO, errno.EPIPE)
+
+
+def _describe(exc: OSError) -> str:
+    """An OSError as one line; when standard output is what failed, say so and stop writing to it."""
+    if exc.filename:
+        return f"{exc.filename}: {exc.strerror or exc}"
+    if exc.errno not in STDOUT_ERRNOS:
+        return str(exc)
+    try:  # what could not be written must not fail again, as noise, when Python exits
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    except (OSError, ValueError):  # no file descriptor (stdout replaced in-process)
+        pass
+    return f"cannot write to standard output ({exc.strerror or exc})"
 
 
 @app.command()
@@ -110,11 +158,14 @@ def train(
         config.train.target_fpr = target_fpr
     if not config.data.sources:
         raise ConfigError(f"{config_path}: no data sources; add data.sources or give --data FOLDER")
+    from synthdet import pipeline
+
     with distributed.process_group(cuda=resolve_device(config.train.device).type == "cuda"):
         result = pipeline.train(config, resume=resume, test=test)
         if not distributed.world().is_main:
             return
-    out.print(f"best epoch {result.best_epoch}: val accuracy {fmt(result.best_val['accuracy'])}, "
+    chosen = f"best epoch {result.best_epoch}" if result.history else f"best head (candidate {result.best_epoch})"
+    out.print(f"{chosen}: val accuracy {fmt(result.best_val['accuracy'])}, "
               f"ROC-AUC {fmt(result.best_val['roc_auc'])}  ->  {result.best_checkpoint}")
     if result.skipped:
         out.print(f"{result.skipped} file(s) skipped, see {RunDir(result.run_dir).skipped}")
@@ -125,25 +176,32 @@ def train(
 
 @app.command()
 def evaluate(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or .onnx)"),
     data: List[str] = DATA,
+    model: Optional[Path] = MODEL,
     split: str = typer.Option("test", help="split of config datasets to score: train, val, test or all"),
     label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (metrics, figures, report)"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
-    tiles: bool = typer.Option(False, "--tiles/--no-tiles", help="score tiles like predict (default: center crop)"),
+    tiles: Optional[bool] = typer.Option(
+        None, "--tiles/--no-tiles", help="score tiles, or one center crop (default: the model's view, else a center crop)"
+    ),
     batch_size: int = BATCH_SIZE,
     workers: int = WORKERS,
     device: str = DEVICE,
 ):
-    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of CHECKPOINT on --data."""
-    records = records_from_arguments(data, split=split, label=label)
-    detector = Detector.load(checkpoint, device)
-    result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles)
-    out_dir = out_dir or new_run_dir(Path("runs/evaluate"), checkpoint.parent.name or "eval").root
-    write_evaluation(result, out_dir)
+    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of a model on --data."""
+    from synthdet.evaluation.evaluate import evaluate_records, write_evaluation
+
+    ignored = IgnoredFiles()
+    records = records_from_arguments(data, split=split, label=label, ignored=ignored)
+    detector = Detector.load(model, device)
+    run = RunDir(out_dir) if out_dir else new_run_dir(Path("runs/evaluate"), run_name(model, "eval"))
+    run.prepare()  # before the first image is scored
+    result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles,
+                              ignored=ignored)
+    write_evaluation(result, run.root)
     print_evaluation(result)
-    report(out_dir)
+    run.best_effort("report", report, run.root)
 
 
 @app.command()
@@ -164,6 +222,8 @@ def protocol(
     leave-one-source-out: train on all sources but one, test on every image of that one,
     for each source; kfold: stratified folds that never split a group.
     """
+    from synthdet.protocols import kfold, leave_one_source_out
+
     config = load_config(config_path)
     if data:
         config.data.sources = sources_from_arguments(data)
@@ -185,13 +245,13 @@ def protocol(
         table.add_row(*(fmt(row.get(c)) for c in PROTOCOL_COLUMNS))
     out.print(table)
     out.print(protocol_summary_line(summary))
-    report(out_dir)
+    RunDir(out_dir).best_effort("report", report, out_dir)
 
 
 @app.command()
 def robustness(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors)"),
     data: List[str] = DATA,
+    model: Optional[Path] = MODEL,
     split: str = typer.Option("test", help="split of config datasets to score"),
     label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (CSV, PNG, report)"),
@@ -200,17 +260,20 @@ def robustness(
     device: str = DEVICE,
 ):
     """Accuracy and ROC-AUC under JPEG, downscaling, blur, noise and smaller crops."""
+    from synthdet.evaluation.robustness import run_robustness, write_robustness
+
     records = records_from_arguments(data, split=split, label=label)
-    rows = run_robustness(Detector.load(checkpoint, device), records, batch_size=batch_size, workers=workers,
-                          progress=True)
-    out_dir = out_dir or new_run_dir(Path("runs/robustness"), checkpoint.parent.name or "robustness").root
-    write_robustness(rows, out_dir)
+    detector = Detector.load(model, device)
+    run = RunDir(out_dir) if out_dir else new_run_dir(Path("runs/robustness"), run_name(model, "robustness"))
+    run.prepare()  # before the first image is scored
+    rows = run_robustness(detector, records, batch_size=batch_size, workers=workers, progress=True)
+    write_robustness(rows, run.root)
     table = Table("perturbation", "level", "n", "accuracy", "ROC-AUC", "mean P(synth)", title="Robustness")
     for row in rows:
         table.add_row(row["perturbation"], f"{row['level']:g}", str(row["n"]), fmt(row["accuracy"]),
                       fmt(row["roc_auc"]), fmt(row["mean_p_synthetic"]))
     out.print(table)
-    report(out_dir)
+    run.best_effort("report", report, run.root)
 
 
 @app.command()
@@ -223,36 +286,44 @@ def calibrate(
     device: str = DEVICE,
 ):
     """Fit temperature scaling (and optionally a threshold for a target FPR) and store them in CHECKPOINT."""
+    from synthdet.evaluation.calibration import calibrate_checkpoint
+
     records = records_from_arguments(data, split=split)
+    for folder in {checkpoint.parent, out_dir or checkpoint.parent}:  # both are written after scoring
+        prepare_folder(folder)
     result = calibrate_checkpoint(checkpoint, records, target_fpr, out_dir or checkpoint.parent, device)
     out.print(f"temperature {result.temperature:.4g}, threshold {result.threshold:.4g}; NLL {result.nll_before:.4f}"
               f" -> {result.nll_after:.4f}, ECE {result.ece_before:.4f} -> {result.ece_after:.4f} on {result.n} images"
-              + ("  (temperature at its search bound: the "
-              "images are separated perfectly, calibration is unreliable)" if result.at_bound else ""))
+              + ("  (the fit reached its search bound: the images are separated perfectly, so the temperature "
+                 "stays 1)" if result.at_bound else ""))
 
 
 @app.command()
 def report(run_dir: Path = typer.Argument(..., help="a training, evaluation, robustness or protocol folder")):
     """Write RUN_DIR/report.md and a self-contained RUN_DIR/report.html."""
+    from synthdet.evaluation.report import write_report
+
     md_path, html_path = write_report(run_dir)
     out.print(f"report: {html_path} (and {md_path.name})")
 
 
 @app.command()
 def predict(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or exported .onnx)"),
     inputs: List[str] = typer.Argument(..., help="image files, folders, glob patterns or video files"),
+    model: Optional[Path] = MODEL,
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
     as_csv: bool = typer.Option(False, "--csv", help="CSV with a header"),
-    tiles: bool = typer.Option(True, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop"),
+    tiles: Optional[bool] = typer.Option(
+        None, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop (default: the model's view, else tiles)"
+    ),
     overlap: float = typer.Option(0.25, help="overlap between neighbouring tiles (fraction of a tile)"),
     max_tiles: int = typer.Option(64, help="tile budget per image"),
     aggregate: str = typer.Option("mean", help="mean (tile logits) or vote (share of tiles)"),
     tta: bool = typer.Option(False, help="also score mirrored views"),
     heatmap: Optional[Path] = typer.Option(None, help="write IMAGE.heatmap.png per image into this folder"),
     fps: float = typer.Option(2.0, help="video: frames sampled per second"),
-    every: Optional[int] = typer.Option(None, help="video: score every N-th frame instead of --fps"),
-    window: int = typer.Option(5, help="video: smoothing window in sampled frames"),
+    every: Optional[int] = typer.Option(None, min=1, help="video: score every N-th frame instead of --fps"),
+    window: int = typer.Option(5, min=1, help="video: smoothing window in sampled frames"),
     smoothing: str = typer.Option("mean", help="video: mean (of probabilities) or majority (of labels)"),
     out_dir: Path = typer.Option(Path("runs/predict"), "--out", help="video: where per-frame CSVs go"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
@@ -266,29 +337,38 @@ def predict(
     """Label images and videos as real or synthetic, with calibrated probability and uncertainty.
 
     Images larger than the crop are covered with tiles whose verdicts are aggregated;
-    videos are sampled, scored frame by frame and smoothed over time. Failures are listed.
+    videos are sampled, scored frame by frame and smoothed over time. Every input is
+    reported: scored, or failed with the reason; files a folder scan passes over are counted.
     """
-    detector = Detector.load(checkpoint, device, precision=precision, channels_last=channels_last, compile=compile)
+    detector = Detector.load(model, device, precision=precision, channels_last=channels_last, compile=compile)
     options = PredictOptions(tiles=tiles, overlap=overlap, max_tiles=max_tiles, aggregate=aggregate, tta=tta,
                              threshold=threshold, keep_tiles=heatmap is not None, batch_size=batch_size,
                              workers=workers)
     videos = [i for i in inputs if is_video(i) and Path(i).is_file()]
-    images = [i for i in inputs if i not in videos]
+    ignored = IgnoredFiles()
+    images, problems = expand_inputs([i for i in inputs if i not in videos], ignored)
+    if heatmap is not None:  # output folders are checked before the first image is scored
+        from synthdet.inference.heatmap import write_heatmap  # matplotlib's colour maps, only when asked
+
+        prepare_folder(heatmap)
+    if videos:
+        check_sampling(fps, every, window, smoothing)
+        prepare_folder(out_dir)
     output = _PredictionOutput("json" if as_json else "csv" if as_csv else "table")
-    if images:
-        for p in detector.predict_iter(images, progress=output.style == "table", options=options):
-            output.image(p)
-            if heatmap is not None and p.ok:
-                write_heatmap(load_image(p.input).pixels, p, heatmap)
+    for name, problem in problems:
+        output.failed(name, problem)
+    for p in detector.predict_iter(images, progress=output.style == "table", options=options):
+        output.image(p)
+        if heatmap is not None and p.ok:
+            write_heatmap(load_image(p.input).pixels, p, heatmap)
     for video in videos:
         try:
             result = predict_video(detector, video, fps, every, window, smoothing, options)
         except VideoError as exc:
             output.failed(video, str(exc))
             continue
-        out_dir.mkdir(parents=True, exist_ok=True)
         output.video(result, result.write_csv(out_dir / f"{Path(video).stem}.frames.csv"))
-    output.close()
+    output.close(ignored)
     if output.scored == 0:
         raise typer.Exit(1)
 
@@ -317,26 +397,27 @@ class _PredictionOutput:
     def video(self, v, frames_csv: Path) -> None:
         self.scored += 1
         note = (f"video: {len(v.frames)} sampled frames, {100 * v.fraction_synthetic:.0f}% judged synthetic "
-                f"after smoothing; per-frame scores in {frames_csv}")
+                f"after smoothing; per-frame scores in {frames_csv}" + (f"; {v.note}" if v.note else ""))
         row = {**v.to_dict(), "note": note, "frames_csv": str(frames_csv)}
         self._emit(row, [v.input, v.label, f"{v.prob_synthetic:.3f}", "", str(len(v.frames)), note])
 
     def failed(self, name: str, error: str) -> None:
         self.failures += 1
-        self._emit({"input": name, "error": error}, [name, "[red]error[/red]", "", "", "", error])
+        self._emit({"input": name, "error": error}, [name, Text("error", style="red"), "", "", "", error])
 
     def _emit(self, row: dict, cells: list[str]) -> None:
         if self.style == "json":
             print(json.dumps(row), flush=True)
         elif self.writer:
             self.writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in self.CSV_COLUMNS})
-        else:
-            self.table.add_row(*cells)
+        else:  # names and messages are text, never rich markup ("photo[1].jpg", "[Errno 13]")
+            self.table.add_row(*(cell if isinstance(cell, Text) else Text(cell) for cell in cells))
 
-    def close(self) -> None:
+    def close(self, ignored: IgnoredFiles) -> None:
         if self.style == "table":
             out.print(self.table)
-        err.print(f"{self.scored} input(s) scored, {self.failures} failed")
+        err.print(f"{self.scored} input(s) scored, {self.failures} failed"
+                  + (f"; in the folders given, {ignored}" if ignored.total else ""), highlight=False)
 
 
 @app.command()
@@ -344,28 +425,32 @@ def score(
     inputs: List[str] = typer.Argument(
         ..., help="images, folders, glob patterns, CSV manifests, tar shards (quote brace patterns), local or URLs"),
     out_path: str = typer.Option(..., "--out", help="Parquet folder to create (local or URL)"),
-    model: Optional[str] = typer.Option(None, "--model", help="checkpoint (.safetensors or .onnx)"),
+    model: Optional[Path] = MODEL,
     engine: str = typer.Option("local", help="local (this machine) or ray (Ray Data actors, local or a cluster)"),
     address: Optional[str] = typer.Option(None, help="ray: cluster address (default: $RAY_ADDRESS, else a local Ray)"),
     actors: Optional[int] = typer.Option(None, min=1, help="ray: scoring actors (default: the cluster's CPUs "
                                                           "or GPUs over what one actor takes)"),
     cpus_per_actor: float = typer.Option(1.0, help="ray: CPUs each actor reserves (and torch threads)"),
     gpus_per_actor: float = typer.Option(0.0, help="ray: GPUs each actor reserves (0.25: four actors share a GPU)"),
-    tiles: bool = typer.Option(True, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop"),
+    tiles: Optional[bool] = typer.Option(
+        None, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop (default: the model's "
+                                         "view, else tiles)"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
     batch_size: int = BATCH_SIZE,
-    workers: int = typer.Option(-1, help="local: decoding processes (-1: one per core)"),
+    workers: int = typer.Option(-1, min=-1, help="local: decoding processes (-1: one per core)"),
     device: str = typer.Option("auto", help="local: auto, cpu, cuda[:N] or mps"),
 ):
     """Score many images into Parquet (input, label, prob_synthetic, predicted, uncertain, error, model_sha256).
 
-    Both engines write the same rows; an image that cannot be read is a row with an error.
-    Read the result with pandas.read_parquet(OUT).
+    Both engines write the same rows, decoded within the same pixel budget as predict; an
+    image that cannot be read is a row with an error, and files a folder scan passes over
+    are counted. Read the result with pandas.read_parquet(OUT).
     """
     if engine not in ("local", "ray"):
         raise ConfigError(f"unknown engine {engine!r}; use local or ray")
     options = PredictOptions(tiles=tiles, threshold=threshold, batch_size=batch_size, workers=workers)
-    items = batch.list_inputs(inputs)
+    ignored = IgnoredFiles()
+    items = batch.list_inputs(inputs, ignored)
     started = time.perf_counter()
     if engine == "ray":
         batch.score_ray(model, items, out_path, options, actors, cpus_per_actor, gpus_per_actor, address)
@@ -374,7 +459,8 @@ def score(
     results = batch.read_results(out_path)
     scored = results.column("error").null_count
     out.print(f"{results.num_rows} input(s) in {time.perf_counter() - started:.1f} s: {scored} scored, "
-              f"{results.num_rows - scored} failed -> {out_path}")
+              f"{results.num_rows - scored} failed -> {out_path}"
+              + (f"; in the folders given, {ignored}" if ignored.total else ""), highlight=False)
     if scored == 0:
         raise typer.Exit(1)
 
@@ -394,27 +480,28 @@ def export(
 
 @app.command()
 def serve(
-    checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors or .onnx), loaded once"),
+    model: Optional[Path] = MODEL,
     host: str = typer.Option("127.0.0.1"),
     port: int = typer.Option(8000),
     max_upload_mb: float = typer.Option(20.0, help="larger requests get 413"),
-    workers: int = typer.Option(2, help="inference threads; further requests queue"),
+    workers: int = typer.Option(1, min=1, help="inference threads (about 80 MB each under load); requests queue"),
+    body_timeout: float = typer.Option(30.0, help="seconds an upload may stall before it gets 408"),
     device: str = DEVICE,
 ):
     """HTTP service: POST /v1/predict, GET /v1/model, /healthz, /docs, and a web page at /."""
     import uvicorn
 
-    from synthdet.service.app import create_app
+    from synthdet.service.app import KEEP_ALIVE_TIMEOUT, create_app
 
-    app_ = create_app(checkpoint, max_upload_mb=max_upload_mb, workers=workers, device=device)
-    out.print(f"synthdet serving {checkpoint} on http://{host}:{port}/")
-    uvicorn.run(app_, host=host, port=port, log_level="warning")
+    app_ = create_app(model, max_upload_mb=max_upload_mb, workers=workers, device=device, body_timeout=body_timeout)
+    out.print(f"synthdet serving {model or 'the default detector'} on http://{host}:{port}/")
+    uvicorn.run(app_, host=host, port=port, log_level="warning", timeout_keep_alive=KEEP_ALIVE_TIMEOUT)
 
 
 @app.command()
 def benchmark(
-    checkpoint: Path = typer.Argument(...),
     folder: Path = typer.Argument(..., help="folder whose images all have the same, known label"),
+    model: Optional[Path] = MODEL,
     label: str = typer.Option(..., help="real or synthetic"),
     batch_size: int = BATCH_SIZE,
     workers: int = WORKERS,
@@ -424,8 +511,10 @@ def benchmark(
     compile: bool = COMPILE,
 ):
     """Accuracy (and images/second) on a folder of known label."""
+    from synthdet.evaluation.evaluate import evaluate_records
+
     records = records_from_arguments([folder], label=label)
-    detector = Detector.load(checkpoint, device, precision=precision, channels_last=channels_last, compile=compile)
+    detector = Detector.load(model, device, precision=precision, channels_last=channels_last, compile=compile)
     started = time.perf_counter()
     result = evaluate_records(detector, records, batch_size=batch_size, workers=workers, progress=True)
     seconds = time.perf_counter() - started
@@ -441,8 +530,14 @@ def demo(
     out_dir: Path = typer.Option(Path("synthdet-demo"), "--out", help="where toy data and the run go"),
     images_per_source: int = typer.Option(300, help="toy images per source (4 sources)"),
     epochs: Optional[int] = typer.Option(None, help="override the demo's epochs"),
+    public: Path = typer.Option(Path("../shared/data"), help="labelled public sets the default detector is "
+                                "scored on (skipped when absent)"),
 ):
-    """Generate toy data, train, and print the per-source test table (a few minutes on 2 CPUs)."""
+    """Train on toy data, then score public images with the shipped default detector (a few minutes on 2 CPUs).
+
+    The toy run shows the training pipeline end to end; the default detector (fetching its
+    CLIP backbone on first use) shows what a real detector does on images it never saw.
+    """
     started = time.perf_counter()
     out.print(f"writing toy dataset to {out_dir / 'data'} ...")
     sources = write_toy_dataset(out_dir / "data", images_per_source)
@@ -452,11 +547,23 @@ def demo(
     if epochs:
         raw["train"]["epochs"] = epochs
     config = resolve_paths(config_from_dict(raw, "demo config"), Path.cwd())
+    from synthdet import pipeline
+
     result = pipeline.train(config)
     print_evaluation(result.test, title="Demo: test split of the toy data (best checkpoint)")
     out.print(f"report: {RunDir(result.run_dir).report_html}")
-    out.print(f"checkpoint: {result.best_checkpoint}   ({time.perf_counter() - started:.0f} s in all)")
-    out.print("try:  synthdet predict " + f"{result.best_checkpoint} {out_dir / 'data' / 'camera-shapes'}")
+    out.print(f"checkpoint: {result.best_checkpoint}")
+    sets = [p for p in sorted(public.iterdir()) if p.is_dir() and p.name in PUBLIC_DEMO_SETS] if public.is_dir() else []
+    if sets:
+        from synthdet.evaluation.evaluate import evaluate_records, write_evaluation
+
+        detector = Detector.load(None, log=err.print)
+        evaluation = evaluate_records(detector, records_from_arguments(sets), workers=2, progress=True)
+        write_evaluation(evaluation, out_dir / "default-detector")
+        print_evaluation(evaluation, title=f"The default detector on public images it never saw ({public})")
+    else:
+        out.print(f"{public} not found: skipped scoring public images with the default detector")
+    out.print(f"({time.perf_counter() - started:.0f} s in all)  try:  synthdet predict PHOTO.jpg  |  synthdet info")
 
 
 @app.command("toy-data")
@@ -485,12 +592,27 @@ def import_cifake(
 
 
 @app.command()
-def info(checkpoint: Path = typer.Argument(...)):
-    """Print a checkpoint's metadata (model, features, crop, classes, threshold, training summary)."""
-    print(read_metadata(checkpoint).model_dump_json(indent=2))
+def info(
+    model: Optional[Path] = typer.Argument(None, help="checkpoint; default: the shipped detector"),
+    as_json: bool = typer.Option(False, "--json", help="the raw metadata as JSON"),
+):
+    """A model's card: what it is, what it was trained on, how it scored, where it fails (--json: all metadata).
+
+    The checkpoint's tensors are checked against its metadata too, so a broken one is an error (exit 2).
+    """
+    path = model_path(model)
+    meta = load_onnx(path)[1] if path.suffix == ".onnx" else check_checkpoint(path)
+    print(meta.model_dump_json(indent=2) if as_json else model_card(meta))
+
+
+def run_name(model: Path | None, fallback: str) -> str:
+    """Output folder name for a model: its run folder's name, or ``default`` for the shipped one."""
+    return "default" if model is None else (model.parent.name or fallback)
 
 
 def print_evaluation(result: EvaluationResult, title: str = "Evaluation") -> None:
+    from synthdet.evaluation.evaluate import SOURCE_COLUMNS
+
     table = Table("source", "n", "real", "synthetic", "accuracy", "mean P(synth)", "ROC-AUC", title=title)
     for row in result.per_source:
         table.add_row(*(fmt(row[c]) for c in SOURCE_COLUMNS))
@@ -500,7 +622,7 @@ def print_evaluation(result: EvaluationResult, title: str = "Evaluation") -> Non
         f"mean accuracy over sources {fmt(result.mean_source_accuracy)} | overall accuracy {fmt(m['accuracy'])} "
         f"precision {fmt(m['precision'])} recall {fmt(m['recall'])} F1 {fmt(m['f1'])} "
         f"ROC-AUC {fmt(m['roc_auc'])} AP {fmt(m['average_precision'])} | n={m['n']}, "
-        f"{len(result.skipped)} skipped"
+        f"{len(result.skipped)} skipped" + (f", {result.ignored}" if result.ignored.total else "")
     )
     for path, (reason, _) in sorted(result.skipped.entries.items()):
         err.print(f"  skipped {path}: {reason}")
@@ -607,11 +729,16 @@ def data_shard(
         if any(c != configured[0] for c in configured):
             raise ConfigError("the configs split their data differently; choose with --splits TRAIN,VAL,TEST")
         fractions = configured[0] if configured else SplitFractions()
-    records = collect_records(sources_from_arguments(sources, label), fractions, seed)
+    from synthdet.data.sharding import write_shards
+
+    ignored = IgnoredFiles()
+    records = collect_records(sources_from_arguments(sources, label), fractions, seed, ignored)
     shards, skipped = write_shards(records, out_dir, per_shard, name, seed, progress=True)
     if len(skipped):
         skipped.write(out_dir / "skipped.csv")
         err.print(f"{skipped.summary()}, see {out_dir / 'skipped.csv'}")
+    if ignored.total:
+        err.print(f"in the source folders, {ignored}", highlight=False)
     out.print(f"wrote {sum(len(s.samples) for s in shards)} images in {len(shards)} shard(s) and "
               f"{out_dir / 'index.json'}")
 
@@ -623,6 +750,8 @@ def data_index(
     splits: str = typer.Option("0.8,0.1,0.1", help="train,val,test fractions for samples without a split"),
 ):
     """Write index.json beside shards made by another tool (label from each sample's .json or .cls)."""
+    from synthdet.data.sharding import index_shards
+
     location, urls = locate(shards)
     if urls is None:
         raise ConfigError(f"{shards}: name the shards to index (a .tar or a pattern such as pool-{{000000..000015}}.tar)")

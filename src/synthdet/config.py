@@ -28,6 +28,7 @@ from synthdet.data.decode import DEFAULT_MAX_PIXELS
 from synthdet.data.storage import is_url
 from synthdet.features import REPRESENTATIONS
 from synthdet.models import list_models
+from synthdet.weights import KNOWN_WEIGHTS
 
 
 class ConfigError(ValueError):
@@ -77,8 +78,10 @@ class SourceConfig(_Strict):
         "auto", description="auto: hashed into train/val/test; otherwise the whole source goes to that split"
     )
     group_by: Literal["file", "folder"] = Field(
-        "file", description="folder: images of one folder stay in one split (video frames, sequences)"
+        "file", description="folder: images of one folder (in a manifest: of the group or path column) stay in one "
+                            "split (video frames, sequences, renders of one prompt)"
     )
+    select: list[str] | None = Field(None, description="manifest only: keep just these sub-sources")
     max_images: int | None = Field(None, gt=0, description="seeded random subset of at most this many images")
     source_column: str = Field("source", description="manifest column that names sub-sources")
 
@@ -115,10 +118,27 @@ class SplitFractions(_Strict):
         return self
 
 
+class ViewConfig(_Strict):
+    """How an image becomes model inputs for validation, testing and prediction.
+
+    ``crop``: one center crop at native pixels (small images reflect-padded); ``resize``:
+    the whole image resized (shorter side to the crop, bicubic) and center-cropped, as
+    CLIP was trained; ``tiles``: up to ``tiles`` native-pixel crops spread over the image,
+    their logits averaged. Resizing erases high-frequency traces, so it is a choice to
+    measure, not a default. Training of end-to-end models always uses random crops.
+    """
+
+    mode: Literal["crop", "resize", "tiles"] = "crop"
+    tiles: int = Field(5, ge=1, le=64, description="tiles mode: most crops per image")
+
+
 class DataConfig(_Strict):
     sources: list[SourceConfig] = Field(default_factory=list)
     splits: SplitFractions = Field(default_factory=SplitFractions)
     crop: CropSize = Field((224, 224), description="model input size: int, 'WxH' or [height, width]")
+    view: ViewConfig | None = Field(
+        None, description="stored in the checkpoint as its default view; none: center crop to evaluate, tiles to predict"
+    )
     balance: bool = Field(True, description="sample training images so both classes are seen equally often")
     workers: int = Field(-1, ge=-1, description="decoding worker processes; -1 = one per CPU core")
     max_pixels: int = Field(DEFAULT_MAX_PIXELS, gt=0, description="larger JPEGs are decoded at reduced scale, others refused")
@@ -140,8 +160,9 @@ class FeatureConfig(_Strict):
 
 class ModelConfig(_Strict):
     name: str = "resnet18"
-    pretrained: Path | None = Field(
-        None, description="local weights file (.safetensors or .pth state dict, or a synthdet checkpoint)"
+    pretrained: str | None = Field(
+        None, description="weights key (synthdet weights list) or a local file: .safetensors, .pth state dict, "
+                          "TorchScript .pt, or a synthdet checkpoint"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="extra constructor arguments")
 
@@ -208,6 +229,9 @@ class AugmentConfig(_Strict):
     blur: BlurAugment = Field(default_factory=BlurAugment)
     noise: NoiseAugment = Field(default_factory=NoiseAugment)
     resize: ResizeAugment = Field(default_factory=ResizeAugment)
+    copies: int = Field(
+        0, ge=0, le=16, description="frozen-embedding probes: augmented copies embedded per training image"
+    )
 
 
 class TrainConfig(_Strict):
@@ -301,7 +325,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def resolve_paths(config: Config, base_dir: Path) -> Config:
-    """Make source, manifest, shard and pretrained paths absolute relative to ``base_dir`` (URLs stay)."""
+    """Make source, manifest, shard and pretrained paths absolute relative to ``base_dir`` (not URLs, weights keys)."""
 
     def absolute(p: Path | None) -> Path | None:
         return None if p is None else (p if p.is_absolute() else (base_dir / p)).resolve()
@@ -311,7 +335,8 @@ def resolve_paths(config: Config, base_dir: Path) -> Config:
         source.manifest = absolute(source.manifest)
         if source.shards is not None and not is_url(source.shards):
             source.shards = str(absolute(Path(source.shards)))
-    config.model.pretrained = absolute(config.model.pretrained)
+    if config.model.pretrained is not None and config.model.pretrained not in KNOWN_WEIGHTS:
+        config.model.pretrained = str(absolute(Path(config.model.pretrained)))
     return config
 
 

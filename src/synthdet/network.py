@@ -8,10 +8,12 @@ in training and another at inference.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
+from synthdet import weights
 from synthdet.checkpoint import (
     CheckpointError,
     CheckpointMeta,
@@ -75,26 +77,104 @@ def build_network(features: FeatureConfig, model: str, options: dict | None = No
     return net
 
 
-def network_from_meta(meta: CheckpointMeta) -> DetectorNet:
-    """An untrained network with the architecture and preprocessing the metadata describes."""
+def network_from_meta(meta: CheckpointMeta, log: Callable[[str], None] = print) -> DetectorNet:
+    """An untrained network with the architecture and preprocessing the metadata describes.
+
+    Frozen pretrained weights the checkpoint names are fetched on first use (``synthdet
+    weights get``) and must match the recorded sha256.
+    """
+    ref = meta.model.pretrained
+    if ref is not None:
+        if ref.weights in weights.KNOWN_WEIGHTS and weights.known(ref.weights).installed_sha256() is None:
+            log(f"first use of backbone {ref.weights}: fetching it with `synthdet weights get {ref.weights}`")
+            weights.get(ref.weights, log=log)
+        found = weights.describe(ref.weights)["sha256"]
+        if found != ref.sha256:
+            raise CheckpointError(f"backbone {ref.weights} has sha256 {found}, but the checkpoint was trained on "
+                                  f"{ref.sha256}; these are different weights")
     return build_network(meta.features, meta.model.name, meta.model.options, num_classes=meta.model.num_classes,
-                         normalization=meta.normalization)
+                         normalization=meta.normalization, pretrained=ref.weights if ref else None)
 
 
-def load_network(path: str | Path) -> tuple[DetectorNet, CheckpointMeta]:
-    """Network (on the CPU, in eval mode) and metadata from a checkpoint file."""
+def load_network(path: str | Path, log: Callable[[str], None] = print) -> tuple[DetectorNet, CheckpointMeta]:
+    """Network (on the CPU, in eval mode) and metadata from a checkpoint file.
+
+    The tensors the checkpoint carries are checked against the model its metadata describes
+    (names, shapes, dtypes, finite values); every mismatch is one :class:`CheckpointError`.
+    Frozen pretrained parts are not carried: they come from the weights the metadata names.
+    """
     meta = read_metadata(path)
-    net = network_from_meta(meta)
-    try:
-        net.load_state_dict(read_tensors(path))
-    except RuntimeError as exc:
-        raise CheckpointError(f"{path}: tensors do not fit the model its metadata describes ({exc})") from None
+    tensors = read_tensors(path)
+    if meta.model.options:
+        # Options can size a model (a head's width...): check them first on torch's meta
+        # device, which allocates nothing. Without options the registry's defaults bound the
+        # size, and the meta device's first use (about 70 MB of imports) is not worth it.
+        _check_on_meta_device(path, meta, tensors)
+    net = _built(path, lambda: network_from_meta(meta, log))
+    _check_tensors(path, tensors, trained_state(net))
+    net.load_state_dict(tensors, strict=False)  # all but the frozen parts, checked above
     return net.eval(), meta
+
+
+def check_checkpoint(path: str | Path) -> CheckpointMeta:
+    """A checkpoint's metadata and tensors checked against each other, as :func:`load_network`
+    does, but on torch's meta device: nothing is allocated and no pretrained weights are fetched."""
+    meta = read_metadata(path)
+    _check_on_meta_device(path, meta, read_tensors(path))
+    return meta
+
+
+def _check_on_meta_device(path: str | Path, meta: CheckpointMeta, tensors: dict[str, torch.Tensor]) -> None:
+    with torch.device("meta"):  # frozen pretrained parts are not carried, so the skeleton needs no weights
+        skeleton = _built(path, lambda: build_network(meta.features, meta.model.name, meta.model.options,
+                                                      num_classes=meta.model.num_classes))
+    _check_tensors(path, tensors, trained_state(skeleton))
+
+
+def trained_state(net: DetectorNet) -> dict[str, torch.Tensor]:
+    """The tensors a checkpoint carries: all but frozen pretrained parts, which it names instead."""
+    frozen = tuple(f"backbone.{name}." for name in getattr(net.backbone, "pretrained_frozen", ()))
+    return {k: v for k, v in net.state_dict().items() if not k.startswith(frozen)}
+
+
+def _built(path: str | Path, build: Callable[[], DetectorNet]) -> DetectorNet:
+    try:
+        return build()
+    except CheckpointError:
+        raise
+    except (TypeError, ValueError, KeyError, RuntimeError) as exc:  # e.g. model options its constructor refuses
+        raise CheckpointError(f"{path}: cannot build the model its metadata describes ({exc})") from None
+
+
+def _check_tensors(path: str | Path, tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> None:
+    problems = tensor_problems(tensors, expected)
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise CheckpointError(f"{path}: tensors do not fit the model its metadata describes: {shown}")
+
+
+def tensor_problems(tensors: dict[str, torch.Tensor], expected: dict[str, torch.Tensor]) -> list[str]:
+    """What keeps ``tensors`` from loading into a model whose state dict looks like ``expected``.
+
+    Names, shapes and the kind of dtype must match (a float16 file may fill float32
+    weights, integers may not), and floating values must be finite.
+    """
+    problems = [f"missing {name}" for name in expected if name not in tensors]
+    problems += [f"unexpected {name}" for name in tensors if name not in expected]
+    for name in expected.keys() & tensors.keys():
+        have, want = tensors[name], expected[name]
+        if have.shape != want.shape:
+            problems.append(f"{name} has shape {tuple(have.shape)}, the model needs {tuple(want.shape)}")
+        elif have.dtype.is_floating_point != want.dtype.is_floating_point:
+            problems.append(f"{name} is {have.dtype}, the model needs {want.dtype}")
+        elif have.dtype.is_floating_point and not torch.isfinite(have).all():
+            problems.append(f"{name} holds NaN or infinite values")
+    return sorted(problems)
 
 
 def save_network(path: str | Path, net: DetectorNet, meta: CheckpointMeta) -> Path:
     """Write ``net``'s weights with ``meta``; the normalization stats are taken from the network."""
-    return save_checkpoint(path, net.state_dict(), meta.model_copy(update={"normalization": net.normalization()}))
+    return save_checkpoint(path, trained_state(net), meta.model_copy(update={"normalization": net.normalization()}))
 
 
 def check_crop_fits(net: DetectorNet, crop: tuple[int, int], model_name: str) -> None:

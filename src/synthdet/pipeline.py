@@ -22,6 +22,7 @@ from synthdet.models import model_entry
 from synthdet.rundir import RunDir
 from synthdet.training import distributed
 from synthdet.training.one_class import train_one_class
+from synthdet.training.probe import train_probe
 from synthdet.training.trainer import SupervisedObjective, TrainResult, run_stage
 
 log = logging.getLogger("synthdet.train")
@@ -43,8 +44,11 @@ def train(config: Config, resume: str | Path | None = None, progress: bool = Tru
     ``test=False`` leaves the test split alone (protocols score their held-out images instead).
     Under torchrun every process trains; the main process alone calibrates, tests and reports.
     """
-    if model_entry(config.model.name).one_class:
+    entry = model_entry(config.model.name)
+    if entry.one_class:
         trained = train_one_class(config, resume, progress, records)
+    elif entry.frozen_embedding:
+        trained = train_probe(config, resume, progress, records)
     else:
         trained = run_stage(config, SupervisedObjective(), resume, progress, records=records)
     run = RunDir(trained.run_dir)
@@ -53,11 +57,11 @@ def train(config: Config, resume: str | Path | None = None, progress: bool = Tru
         return result
     result.calibration = _calibrate(run, config)
     if trained.history:
-        training_curves(trained.history, run.curves)
+        run.best_effort("training curves", training_curves, trained.history, run.curves)
     if test:
         result.test = _evaluate_test_split(run, config, progress)
     if report:
-        write_report(run.root)
+        run.best_effort("report", write_report, run.root)
     return result
 
 

@@ -19,11 +19,11 @@ from sklearn.model_selection import StratifiedGroupKFold
 from synthdet.config import Config
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.data.sources import ImageRecord, collect_records
-from synthdet.evaluation.evaluate import evaluate_records, labels_and_probs, write_evaluation
+from synthdet.evaluation.evaluate import evaluate_records, labels_probs_logits, write_evaluation
 from synthdet.evaluation.tables import protocol_markdown
 from synthdet.inference.detector import Detector
 from synthdet.pipeline import train
-from synthdet.rundir import RunDir
+from synthdet.rundir import RunDir, write_atomic
 from synthdet.training.trainer import TrainingError
 
 def leave_one_source_out(config: Config, out_dir: Path, groups: dict[str, list[str]] | None = None,
@@ -71,8 +71,7 @@ def source_groups(sources: list[str], groups: dict[str, list[str]]) -> dict[str,
 
 
 def _run_folds(config: Config, folds, out_dir: Path, protocol: str, progress: bool) -> dict:
-    out = RunDir(out_dir)
-    out.root.mkdir(parents=True, exist_ok=True)
+    out = RunDir(out_dir).prepare()
     rows = []
     for name, rest, held_out in folds:
         row = {"held_out": name, "n": len(held_out),
@@ -91,13 +90,13 @@ def _run_folds(config: Config, folds, out_dir: Path, protocol: str, progress: bo
                                       workers=config.data.workers)
         write_evaluation(evaluation, RunDir(result.run_dir).held_out.root)
         m = evaluation.metrics
-        _, probs = labels_and_probs(evaluation.scored())
+        _, probs, _ = labels_probs_logits(evaluation.scored())
         rows.append({**row, "n": m["n"], "accuracy": m["accuracy"], "roc_auc": m["roc_auc"],
                      "mean_p_synthetic": statistics.fmean(probs) if probs else None,
                      "status": "ok", "run": str(result.run_dir)})
     summary = {"protocol": protocol, "rows": rows, **_mean_std(rows, "accuracy"), **_mean_std(rows, "roc_auc")}
-    out.protocol.write_text(json.dumps(summary, indent=2))
-    out.protocol_md.write_text(protocol_markdown(summary))
+    write_atomic(out.protocol, json.dumps(summary, indent=2))
+    write_atomic(out.protocol_md, protocol_markdown(summary))
     return summary
 
 

@@ -4,9 +4,9 @@ Batches stay uint8 until they reach the model's device, where features are compu
 that keeps worker-to-main transfers four times smaller than float. Files that fail to
 decode travel in the batch as failures, so one bad file never stops a run.
 
-An item is a local file, a URL, a tar shard member (``SHARD.tar#MEMBER``) or a PIL image;
-:class:`ImageDataset` reads items by position, :class:`ShardStream` reads whole shards in
-order for training.
+An item is a local file, a URL, a tar shard member (``SHARD.tar#MEMBER``), a PIL image or
+a binary file object; :class:`ImageDataset` reads items by position, :class:`ShardStream`
+reads whole shards in order for training.
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, Sequence, Union
+from typing import BinaryIO, Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
@@ -30,15 +30,19 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_
 from synthdet.data.decode import DEFAULT_MAX_PIXELS, DecodedImage, ImageDecodeError, decode_pil, load_image
 from synthdet.data.shards import iter_members, parse_member_ref, read_image_bytes
 from synthdet.data.storage import is_url
+from synthdet.rundir import atomic_path
 
-#: What a loader item can be: a file path or an already opened PIL image.
-ImageInput = Union[str, os.PathLike, Image.Image]
+#: What a loader item can be: a file path, an already opened PIL image, or a binary file
+#: object (an upload; its ``name`` attribute, if set, names it).
+ImageInput = Union[str, os.PathLike, Image.Image, BinaryIO]
 
 
 def item_name(item: ImageInput, index: int) -> str:
     """How an input is named in results and error reports."""
     if isinstance(item, Image.Image):
         return getattr(item, "filename", "") or f"<image {index}>"
+    if hasattr(item, "read"):
+        return getattr(item, "name", None) or f"<file {index}>"
     return str(item)
 
 
@@ -96,17 +100,16 @@ class ImageDataset(Dataset):
 
 
 def decode_item(item: ImageInput, index: int, max_pixels: int = DEFAULT_MAX_PIXELS) -> DecodedImage:
-    """Decode a PIL image, a local file, a URL or a shard member; raises :class:`ImageDecodeError`."""
+    """Decode a PIL image, a file (path or object), a URL or a shard member; raises :class:`ImageDecodeError`."""
+    name = item_name(item, index)
     if isinstance(item, Image.Image):
-        return decode_pil(item, item_name(item, index), max_pixels)
-    name = str(item)
-    if not (is_url(name) or parse_member_ref(name)):
-        return load_image(item, max_pixels)
-    try:
-        data = read_image_bytes(name)
-    except (OSError, ValueError, tarfile.TarError) as exc:
-        raise ImageDecodeError(name, f"cannot read ({exc})") from exc
-    return load_image(io.BytesIO(data), max_pixels, name=name)
+        return decode_pil(item, name, max_pixels)
+    if isinstance(item, (str, os.PathLike)) and (is_url(name) or parse_member_ref(name)):
+        try:
+            item = io.BytesIO(read_image_bytes(name))
+        except (OSError, ValueError, tarfile.TarError) as exc:
+            raise ImageDecodeError(name, f"cannot read ({exc})") from exc
+    return load_image(item, max_pixels, name=name)
 
 
 def make_sample(index: int, label: int, decoded: DecodedImage, transform: Callable):
@@ -277,7 +280,7 @@ class SkipLog:
         return len(self.entries)
 
     def write(self, path: Path) -> None:
-        with path.open("w", newline="") as fh:
+        with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
             writer = csv.writer(fh)
             writer.writerow(["path", "reason", "stage"])
             for file, (reason, stage) in sorted(self.entries.items()):

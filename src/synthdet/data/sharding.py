@@ -28,6 +28,7 @@ from synthdet.data.shards import (
     write_index,
 )
 from synthdet.data.sources import ImageRecord, split_for
+from synthdet.rundir import atomic_path, prepare_folder
 
 
 def write_shards(records: list[ImageRecord], out_dir: Path, per_shard: int = 1000, name: str = "shard",
@@ -38,8 +39,7 @@ def write_shards(records: list[ImageRecord], out_dir: Path, per_shard: int = 100
     stream of shards is already a fair sample. Image bytes are copied as they are; a file
     that cannot be read is left out and listed in the returned :class:`SkipLog`.
     """
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir = prepare_folder(out_dir)
     order = list(records)
     random.Random(seed).shuffle(order)
     skipped, shards = SkipLog(), []
@@ -48,8 +48,7 @@ def write_shards(records: list[ImageRecord], out_dir: Path, per_shard: int = 100
     for start in range(0, len(order), per_shard):
         path = out_dir / f"{name}-{len(shards):06d}.tar"
         samples = []
-        partial = path.with_suffix(".tar.partial")
-        with tarfile.open(partial, "w") as tar:
+        with atomic_path(path) as partial, tarfile.open(partial, "w") as tar:
             for record in order[start:start + per_shard]:
                 bar.update()
                 try:
@@ -64,7 +63,6 @@ def write_shards(records: list[ImageRecord], out_dir: Path, per_shard: int = 100
                 _add(tar, f"{key:09d}.json", json.dumps(meta).encode())
                 samples.append(ShardSample(member, record.label, record.source, record.group, record.split))
                 key += 1
-        partial.replace(path)
         shards.append(Shard(str(path.resolve()), samples))
     bar.close()
     write_index(shards, str(out_dir.resolve() / INDEX_NAME), name)

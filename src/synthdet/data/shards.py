@@ -29,7 +29,7 @@ from functools import lru_cache
 from typing import Callable, Iterator
 
 from synthdet.data.labels import CLASS_NAMES, parse_label
-from synthdet.data.storage import expand_braces, join, open_binary, parent, read_bytes
+from synthdet.data.storage import expand_braces, join, open_binary, open_output, parent, read_bytes
 
 INDEX_NAME = "index.json"
 INDEX_KIND = "wids-shard-index-v1"
@@ -163,7 +163,7 @@ def write_index(shards: list[Shard], location: str, name: str) -> None:
                 columns[column].append(value)
         entries.append({"url": url, "nsamples": len(shard.samples), "counts": shard.counts(), "samples": columns})
     index = {"__kind__": INDEX_KIND, "wids_version": 1, "name": name, "shardlist": entries}
-    with open_binary(location, "wb") as fh:
+    with open_output(location) as fh:
         fh.write(json.dumps(index).encode())
 
 

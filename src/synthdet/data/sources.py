@@ -13,18 +13,38 @@ import random
 from collections import Counter
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from typing import Callable
 
 from synthdet.config import SourceConfig, SplitFractions, load_config
 from synthdet.data.decode import image_extensions
 from synthdet.data.labels import CLASS_NAMES, LABEL_ALIASES, parse_label
 from synthdet.data.shards import INDEX_NAME, load_shards, member_ref
 from synthdet.data.storage import is_url
+from synthdet.rundir import atomic_path
 
 SPLITS = ("train", "val", "test")
 
 
 class SourceError(ValueError):
     """A source that cannot be enumerated (missing folder, bad manifest, no labels)."""
+
+
+@dataclass
+class IgnoredFiles:
+    """What folder scans passed over, by reason, so every file below a folder is accounted for."""
+
+    hidden: int = 0  # names starting with a dot; a hidden folder counts once and is not searched
+    other_extension: int = 0  # files with an extension Pillow does not read
+
+    @property
+    def total(self) -> int:
+        return self.hidden + self.other_extension
+
+    def __str__(self) -> str:
+        return f"ignored {self.total} file(s): {self.hidden} hidden, {self.other_extension} with other extensions"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
 
 
 @dataclass(frozen=True)
@@ -57,15 +77,20 @@ def split_for(group: str, fractions: SplitFractions) -> str:
 
 
 def collect_records(
-    sources: list[SourceConfig], fractions: SplitFractions, seed: int = 0
+    sources: list[SourceConfig], fractions: SplitFractions, seed: int = 0, ignored: IgnoredFiles | None = None
 ) -> list[ImageRecord]:
-    """All images of all sources, labelled and split; raises :class:`SourceError`."""
+    """All images of all sources, labelled and split; raises :class:`SourceError`.
+
+    Files the folder scans pass over are counted in ``ignored`` when given.
+    """
     records: list[ImageRecord] = []
     for source in sources:
         if source.shards is not None:
             found = _shard_records(source)
+        elif source.manifest:
+            found = _manifest_records(source, fractions)
         else:
-            found = _manifest_records(source, fractions) if source.manifest else _folder_records(source, fractions)
+            found = _folder_records(source, fractions, ignored)
         if not found:
             where = source.path or source.manifest or source.shards
             raise SourceError(f"{where}: source {source.display_name!r} has no images")
@@ -87,21 +112,23 @@ def sources_from_arguments(specs: list[str | Path], label: str | None = None) ->
     return sources
 
 
-def records_from_arguments(specs: list[str | Path], split: str = "test", label: str | None = None) -> list[ImageRecord]:
+def records_from_arguments(specs: list[str | Path], split: str = "test", label: str | None = None,
+                           ignored: IgnoredFiles | None = None) -> list[ImageRecord]:
     """Records to score, named on a command line: YAML configs, folders or CSV manifests.
 
     From a config, the images of ``split`` (``all`` for every split) are taken, so
     evaluating a training config scores exactly its held-out test images. A folder or a
     manifest given directly is evaluation data: all its images count as test images
     (a manifest's own ``split`` column, if any, still applies, as do the splits of shards).
+    Files folder scans pass over are counted in ``ignored`` when given.
     """
     records: list[ImageRecord] = []
     for spec in specs:
         if Path(spec).suffix.lower() in (".yaml", ".yml"):
             config = load_config(spec)
-            found = collect_records(config.data.sources, config.data.splits, config.seed)
+            found = collect_records(config.data.sources, config.data.splits, config.seed, ignored)
         else:
-            found = collect_records([_source_for_path(spec, label, split="test")], SplitFractions())
+            found = collect_records([_source_for_path(spec, label, split="test")], SplitFractions(), ignored=ignored)
         records.extend(r for r in found if split == "all" or r.split == split)
     if not records:
         raise SourceError(f"no {split} images in {', '.join(map(str, specs))}")
@@ -125,23 +152,34 @@ def _source_for_path(spec: str | Path, label: str | None, split: str) -> SourceC
     raise SourceError(f"{path}: expected a folder, a .csv manifest, tar shards or a .yaml config")
 
 
-def iter_image_files(root: Path):
-    """Image files below ``root`` (by extension Pillow knows), sorted, following no symlinked dirs."""
+def iter_image_files(root: str | Path, ignored: IgnoredFiles | None = None, walk: Callable = os.walk):
+    """Image files below ``root`` (by extension Pillow knows), sorted, following no symlinked dirs.
+
+    Hidden names (starting with a dot) are skipped, folders included; what is skipped is
+    counted in ``ignored`` when given. ``walk`` lists other file systems alike (fsspec's ``fs.walk``).
+    """
     extensions = image_extensions()
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames.sort()
+    ignored = ignored if ignored is not None else IgnoredFiles()
+    for dirpath, dirnames, filenames in walk(root):
+        ignored.hidden += sum(name.startswith(".") for name in dirnames)
+        dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
         for filename in sorted(filenames):
-            if os.path.splitext(filename)[1].lower() in extensions and not filename.startswith("."):
+            if filename.startswith("."):
+                ignored.hidden += 1
+            elif os.path.splitext(filename)[1].lower() not in extensions:
+                ignored.other_extension += 1
+            else:
                 yield Path(dirpath) / filename
 
 
-def _folder_records(source: SourceConfig, fractions: SplitFractions) -> list[ImageRecord]:
+def _folder_records(source: SourceConfig, fractions: SplitFractions,
+                    ignored: IgnoredFiles | None = None) -> list[ImageRecord]:
     root = source.path
     if not root.is_dir():
         raise SourceError(f"{root}: source {source.display_name!r} is not a folder")
     fixed_label = parse_label(source.label) if source.label else None
     records, unlabeled = [], []
-    for file in iter_image_files(root):
+    for file in iter_image_files(root, ignored):
         rel = file.relative_to(root)
         label = fixed_label if fixed_label is not None else label_from_folders(rel)
         if label is None:
@@ -189,7 +227,12 @@ def _manifest_records(source: SourceConfig, fractions: SplitFractions) -> list[I
             except ValueError as exc:
                 raise SourceError(f"{manifest}:{line_no}: {exc}") from None
             name = row.get(source.source_column) or source.display_name
-            group = f"{name}/{row.get('group') or row[path_column]}"
+            if source.select and name not in source.select:
+                continue
+            group_key = row.get("group") or row[path_column]
+            if source.group_by == "folder":
+                group_key = group_key.rsplit("/", 1)[0] if "/" in group_key else ""
+            group = f"{name}/{group_key}"
             split = (row.get("split") or "").strip().lower() or source.split
             if split not in (*SPLITS, "auto"):
                 raise SourceError(f"{manifest}:{line_no}: split must be train, val or test, got {split!r}")
@@ -236,7 +279,7 @@ def read_split_csv(path: Path, split: str = "all") -> list[ImageRecord]:
 
 
 def write_split_csv(records: list[ImageRecord], path: Path) -> None:
-    with path.open("w", newline="") as fh:
+    with atomic_path(path) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=["path", "label", "source", "split", "group"])
         writer.writeheader()
         for record in records:

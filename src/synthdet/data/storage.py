@@ -7,10 +7,13 @@ and says which one when it is missing.
 
 from __future__ import annotations
 
+import contextlib
 import re
-from typing import BinaryIO
+from typing import BinaryIO, Iterator
 
 import fsspec
+
+from synthdet.rundir import atomic_path
 
 
 def is_url(location: str) -> bool:
@@ -38,11 +41,26 @@ def expand_braces(pattern: str) -> list[str]:
     return [name for choice in choices for name in expand_braces(head + choice + tail)]
 
 
-def open_binary(location: str, mode: str = "rb") -> BinaryIO:
-    """A binary file object for a local path or a URL (use it as a context manager)."""
+def open_binary(location: str) -> BinaryIO:
+    """A binary file object to read a local path or a URL (use it as a context manager)."""
     if is_url(location):
-        return fsspec.open(location, mode).open()
-    return open(location, mode)
+        return fsspec.open(location, "rb").open()
+    return open(location, "rb")
+
+
+@contextlib.contextmanager
+def open_output(location: str) -> Iterator[BinaryIO]:
+    """A binary file object to write a local path or a URL; a local file appears whole or not at all.
+
+    Local files go through :func:`synthdet.rundir.atomic_path`, so a failed write is one
+    :class:`~synthdet.rundir.OutputError` naming the file.
+    """
+    if is_url(location):
+        with fsspec.open(location, "wb") as fh:
+            yield fh
+    else:
+        with atomic_path(location) as tmp, open(tmp, "wb") as fh:
+            yield fh
 
 
 def read_bytes(location: str) -> bytes:

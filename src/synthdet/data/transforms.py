@@ -43,19 +43,19 @@ def pad_to_size(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
 
 
 def center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    pixels = pad_to_size(pixels, height, width)
+    """The centre ``height`` x ``width``; a side shorter than that is padded (after cutting, so
+    a 1 x 5,000,000 image never becomes a padded copy of itself)."""
     h, w = pixels.shape[:2]
-    top, left = (h - height) // 2, (w - width) // 2
-    return pixels[top : top + height, left : left + width]
+    top, left = max(0, (h - height) // 2), max(0, (w - width) // 2)
+    return pad_to_size(pixels[top : top + height, left : left + width], height, width)
 
 
 def random_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    """Uniform random crop drawn from torch's RNG (seeded per loader worker)."""
-    pixels = pad_to_size(pixels, height, width)
+    """Uniform random crop drawn from torch's RNG (seeded per loader worker); short sides padded."""
     h, w = pixels.shape[:2]
-    top = int(torch.randint(0, h - height + 1, ()).item())
-    left = int(torch.randint(0, w - width + 1, ()).item())
-    return pixels[top : top + height, left : left + width]
+    top = int(torch.randint(0, max(h, height) - height + 1, ()).item())
+    left = int(torch.randint(0, max(w, width) - width + 1, ()).item())
+    return pad_to_size(pixels[top : top + height, left : left + width], height, width)
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,10 @@ class EvalTransform:
     """Deterministic center crop (padding small images)."""
 
     crop: tuple[int, int]
+
+    @property
+    def cache_key(self) -> str:
+        return f"crop{self.crop[0]}x{self.crop[1]}"
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return center_crop(pixels, *self.crop)

@@ -22,7 +22,7 @@ from synthdet.checkpoint import rewrite_metadata
 from synthdet.evaluation.plots import reliability_diagram
 from synthdet.inference.detector import Detector
 from synthdet.inference.scoring import probability_synthetic
-from synthdet.rundir import RunDir
+from synthdet.rundir import RunDir, prepare_folder, write_atomic
 
 ECE_BINS = 15
 #: Temperatures are searched in [1/20, 100]; a fit at the lower bound means the validation
@@ -65,7 +65,7 @@ def threshold_for_fpr(labels, probs, target_fpr: float) -> float:
 
     A real image counts as a false positive when its P(synthetic) >= threshold, so the
     threshold is placed just above (1e-6, well over float32 rounding) the k-th highest real
-    score, k = floor(target * n_real).
+    score, k = floor(target * n_real), and below 1 (a checkpoint's threshold lies in (0, 1)).
     """
     y = np.asarray(labels, dtype=int)
     real = np.sort(np.asarray(probs, dtype=float)[y == 0])[::-1]
@@ -74,7 +74,7 @@ def threshold_for_fpr(labels, probs, target_fpr: float) -> float:
     allowed = int(math.floor(target_fpr * len(real)))
     if allowed >= len(real):
         return 0.0
-    return float(min(real[allowed] + 1e-6, 1.0))
+    return float(min(real[allowed] + 1e-6, math.nextafter(1.0, 0.0)))
 
 
 @dataclass
@@ -97,9 +97,17 @@ class Calibration:
 
 def calibrate(logits: torch.Tensor, labels: torch.Tensor, target_fpr: float | None = None,
               default_threshold: float = 0.5) -> Calibration:
-    """Fit T on (validation) logits; pick the threshold for ``target_fpr`` if given."""
+    """Fit T on (validation) logits; pick the threshold for ``target_fpr`` if given.
+
+    A fit at a search bound means the validation split cannot say how confident the model
+    should be (perfectly separated: NLL falls all the way to T -> 0); T then stays 1
+    rather than sharpening probabilities on no evidence.
+    """
     logits, labels = logits.float(), labels.long()
     temperature = fit_temperature(logits, labels)
+    at_bound = any(abs(math.log(temperature) - math.log(b)) < 1e-3 for b in TEMPERATURE_BOUNDS)
+    if at_bound:
+        temperature = 1.0
     before = probability_synthetic(logits.double()).numpy()
     after = probability_synthetic(logits.double(), temperature).numpy()
     y = labels.numpy()
@@ -117,7 +125,7 @@ def calibrate(logits: torch.Tensor, labels: torch.Tensor, target_fpr: float | No
         target_fpr=target_fpr,
         val_fpr=float(predicted[real].mean()) if real.any() else None,
         val_tpr=float(predicted[synthetic].mean()) if synthetic.any() else None,
-        at_bound=any(abs(math.log(temperature) - math.log(b)) < 1e-3 for b in TEMPERATURE_BOUNDS),
+        at_bound=at_bound,
     )
 
 
@@ -141,10 +149,9 @@ def calibrate_checkpoint(checkpoint: Path, records, target_fpr: float | None = N
                                             "calibration": result.to_dict()})
     rewrite_metadata(checkpoint, meta)
     if out_dir is not None:
-        out = RunDir(out_dir)
-        out.root.mkdir(parents=True, exist_ok=True)
-        out.calibration.write_text(json.dumps(result.to_dict(), indent=2))
+        out = RunDir(prepare_folder(out_dir))
+        write_atomic(out.calibration, json.dumps(result.to_dict(), indent=2))
         before = probability_synthetic(logits_t).numpy()
         after = probability_synthetic(logits_t, result.temperature).numpy()
-        reliability_diagram(labels_t.numpy(), before, after, out.reliability)
+        out.best_effort("reliability diagram", reliability_diagram, labels_t.numpy(), before, after, out.reliability)
     return result

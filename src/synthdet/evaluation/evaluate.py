@@ -8,12 +8,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthdet.data.loader import SkipLog
-from synthdet.data.sources import ImageRecord
+from synthdet.data.sources import IgnoredFiles, ImageRecord
 from synthdet.evaluation import plots
 from synthdet.evaluation.metrics import binary_metrics, mean_source_accuracy, per_source_rows
 from synthdet.evaluation.tables import fmt, markdown_table
 from synthdet.inference.detector import Detector, Prediction, PredictOptions
-from synthdet.rundir import RunDir
+from synthdet.rundir import RunDir, atomic_path, write_atomic
 
 SOURCE_COLUMNS = ("source", "n", "n_real", "n_synthetic", "accuracy", "mean_p_synthetic", "roc_auc")
 
@@ -25,6 +25,7 @@ class EvaluationResult:
     mean_source_accuracy: float
     skipped: SkipLog
     predictions: list[tuple[ImageRecord, Prediction]] = field(default_factory=list)
+    ignored: IgnoredFiles = field(default_factory=IgnoredFiles)  # what the folder scans passed over
 
     def scored(self) -> list[tuple[ImageRecord, Prediction]]:
         return [(r, p) for r, p in self.predictions if p.ok]
@@ -35,6 +36,7 @@ class EvaluationResult:
             "per_source": self.per_source,
             "mean_source_accuracy": self.mean_source_accuracy,
             "skipped": [{"path": p, "reason": r} for p, (r, _) in sorted(self.skipped.entries.items())],
+            "ignored": self.ignored.to_dict(),
         }
 
 
@@ -45,14 +47,19 @@ def evaluate_records(
     batch_size: int = 32,
     workers: int = -1,
     progress: bool = False,
-    tiles: bool = False,
+    tiles: bool | None = None,
+    ignored: IgnoredFiles | None = None,
 ) -> EvaluationResult:
     """Score every record; unreadable files are reported in ``skipped`` and left out of the metrics.
 
-    By default each image is scored on the checkpoint's center crop, as validation during
-    training was, so the numbers compare; ``tiles=True`` scores like ``predict``.
+    By default each image is scored as validation during training was, so the numbers
+    compare: the checkpoint's view, or its center crop when it has none. ``tiles=True``
+    scores tiles like ``predict`` does for such checkpoints. ``ignored`` (what the scans
+    that found the records passed over) is carried into the result.
     """
     threshold = detector.threshold_for(threshold)
+    if tiles is None and detector.meta.view is None:
+        tiles = False
     options = PredictOptions(tiles=tiles, threshold=threshold, batch_size=batch_size, workers=workers)
     pairs = list(zip(records, detector.score_items([r.path for r in records], options, progress)))
     skipped = SkipLog()
@@ -60,23 +67,26 @@ def evaluate_records(
         if not prediction.ok:
             skipped.add(record.path, prediction.error, "evaluate")
     scored = [(r, p) for r, p in pairs if p.ok]
-    labels, probs = labels_and_probs(scored)
-    rows = per_source_rows([r.source for r, _ in scored], labels, probs, threshold)
-    return EvaluationResult(binary_metrics(labels, probs, threshold), rows, mean_source_accuracy(rows), skipped, pairs)
+    labels, probs, logits = labels_probs_logits(scored)
+    rows = per_source_rows([r.source for r, _ in scored], labels, probs, threshold, logits)
+    metrics = binary_metrics(labels, probs, threshold, logits)
+    return EvaluationResult(metrics, rows, mean_source_accuracy(rows), skipped, pairs, ignored or IgnoredFiles())
 
 
-def labels_and_probs(scored: list[tuple[ImageRecord, Prediction]]) -> tuple[list[int], list[float]]:
-    """True labels and P(synthetic) of scored (record, prediction) pairs, for the metric functions."""
-    return [r.label for r, _ in scored], [p.prob_synthetic for _, p in scored]
+def labels_probs_logits(scored: list[tuple[ImageRecord, Prediction]]) -> tuple[list[int], list[float], list[float]]:
+    """True labels, P(synthetic) and log-odds of scored (record, prediction) pairs, for the metric functions."""
+    return [r.label for r, _ in scored], [p.prob_synthetic for _, p in scored], [p.logit for _, p in scored]
 
 
 def write_evaluation(result: EvaluationResult, out_dir: Path, figures: bool = True) -> None:
-    """metrics.json, metrics.md (tables), predictions.csv, skipped.csv and figures in ``out_dir``."""
-    out = RunDir(out_dir)
-    out.root.mkdir(parents=True, exist_ok=True)
-    out.metrics.write_text(json.dumps(result.to_json(), indent=2))
-    out.metrics_md.write_text(markdown_summary(result))
-    with out.predictions.open("w", newline="") as fh:
+    """metrics.json, metrics.md (tables), predictions.csv, skipped.csv, then figures in ``out_dir``.
+
+    The metrics files come first; figures are drawn best-effort (see :meth:`RunDir.best_effort`).
+    """
+    out = RunDir(out_dir).prepare()
+    write_atomic(out.metrics, json.dumps(result.to_json(), indent=2))
+    write_atomic(out.metrics_md, markdown_summary(result))
+    with atomic_path(out.predictions) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
         writer.writerow(["path", "source", "label", "predicted", "prob_synthetic", "error"])
         for record, pred in result.predictions:
@@ -104,16 +114,19 @@ def write_figures(result: EvaluationResult, out: RunDir) -> None:
     predictions, with P(synthetic) printed on each thumbnail.
     """
     scored = result.scored()
-    labels, probs = labels_and_probs(scored)
-    plots.confusion_matrix_plot(result.metrics["confusion_matrix"], out.figure("confusion"))
+    labels, probs, _ = labels_probs_logits(scored)
+    out.best_effort("confusion matrix figure", plots.confusion_matrix_plot, result.metrics["confusion_matrix"],
+                    out.figure("confusion"))
     if len(set(labels)) == 2:
-        plots.roc_and_pr(labels, probs, out.figure("roc"), out.figure("pr"))
+        out.best_effort("ROC and precision-recall figures", plots.roc_and_pr, labels, probs, out.figure("roc"),
+                        out.figure("pr"))
     for figure, (true_label, right, title) in GALLERIES.items():
         items = [(r, p) for r, p in scored if r.label == true_label and (p.label == r.label_name) == right]
         # Most confident first: far from the threshold in the predicted direction.
         items.sort(key=lambda rp: abs(rp[1].prob_synthetic - 0.5), reverse=True)
         thumbs = [(r.path, p.prob_synthetic) for r, p in items[:GALLERY_SIZE]]
-        plots.gallery(thumbs, f"{title} ({len(items)} in all)", out.figure(figure))
+        out.best_effort(f"{figure} figure", plots.gallery, thumbs, f"{title} ({len(items)} in all)",
+                        out.figure(figure))
 
 
 def markdown_summary(result: EvaluationResult) -> str:
@@ -128,6 +141,7 @@ def markdown_summary(result: EvaluationResult) -> str:
             "## Overall\n\n" + markdown_table([overall], tuple(overall)),
             "## Confusion matrix\n\n| true \\ predicted | real | synthetic |\n|---|---|---|\n"
             f"| real | {tn} | {fp} |\n| synthetic | {fn} | {tp} |",
-            f"Skipped files: {len(result.skipped)}" + (" (see skipped.csv)" if len(result.skipped) else ""),
+            f"Skipped files: {len(result.skipped)}" + (" (see skipped.csv)" if len(result.skipped) else "")
+            + (f"; the folder scans {result.ignored}" if result.ignored.total else ""),
         ]
     ) + "\n"

@@ -12,18 +12,22 @@ matplotlib.use("Agg")  # files only, never a window
 import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 import numpy as np  # noqa: E402
-from PIL import Image, ImageOps  # noqa: E402
+from PIL import Image  # noqa: E402
 from sklearn.calibration import calibration_curve  # noqa: E402
 from sklearn.metrics import precision_recall_curve, roc_curve  # noqa: E402
 
 from synthdet.data.decode import ImageDecodeError, load_image  # noqa: E402
 from synthdet.data.labels import CLASS_NAMES  # noqa: E402
+from synthdet.rundir import atomic_path  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    try:
+        fig.tight_layout()
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, dpi=110, format=path.suffix.lstrip("."))
+    finally:
+        plt.close(fig)
     return path
 
 
@@ -113,8 +117,7 @@ def gallery(items: list[tuple[str, float]], title: str, path: Path, columns: int
         ax.axis("off")
     for ax, (image_path, prob) in zip(axes.flat, items):
         try:
-            thumb = ImageOps.contain(_pil(image_path), (size, size))
-            ax.imshow(thumb)
+            ax.imshow(_thumbnail(image_path, size))
         except ImageDecodeError:
             ax.text(0.5, 0.5, "unreadable", ha="center")
         ax.set_title(f"P(synth)={prob:.2f}\n{Path(image_path).name[:22]}", fontsize=7)
@@ -124,5 +127,10 @@ def gallery(items: list[tuple[str, float]], title: str, path: Path, columns: int
     return _save(fig, path)
 
 
-def _pil(path: str):
-    return Image.fromarray(load_image(path).pixels)
+def _thumbnail(path: str, size: int) -> Image.Image:
+    """The image scaled to fit ``size`` x ``size`` at its aspect, at least one pixel per side (a
+    3x4000 image would otherwise shrink to zero width)."""
+    image = Image.fromarray(load_image(path).pixels)
+    scale = min(size / image.width, size / image.height)
+    return image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))),
+                        Image.Resampling.BICUBIC)

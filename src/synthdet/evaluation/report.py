@@ -2,8 +2,9 @@
 
 The report gathers what a run folder holds, whichever command produced it: config, data
 summary and skipped files, training curves, calibration, evaluation tables and figures
-(the folder itself, ``test/`` or ``held_out/``), robustness and protocol results. A
-training run that lacks a file it should have gets a "Missing" section naming it.
+(the folder itself, ``test/`` or ``held_out/``), robustness (the folder or ``robustness/``)
+and protocol results. A training run that lacks a file it should have gets a "Missing"
+section naming it.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthdet.data.sources import IgnoredFiles
 from synthdet.evaluation.evaluate import GALLERIES, SOURCE_COLUMNS
 from synthdet.evaluation.tables import PROTOCOL_COLUMNS, fmt, markdown_table, protocol_summary_line
-from synthdet.rundir import RunDir
+from synthdet.rundir import RunDir, write_atomic
 
 
 @dataclass
@@ -84,7 +86,8 @@ class Section:
 def build_report(run_dir: Path) -> list[Section]:
     run = RunDir(run_dir)
     sections: list[Section] = []
-    for builder in (_config, _data, _training, _calibration, _evaluations, _robustness, _protocol, _missing):
+    for builder in (_config, _data, _training, _calibration, _evaluations, _robustness, _protocol, _missing,
+                    _warnings):
         sections.extend(builder(run))
     return sections
 
@@ -95,8 +98,8 @@ def write_report(run_dir: str | Path) -> tuple[Path, Path]:
     if not sections:
         raise FileNotFoundError(f"{run.root}: no run, evaluation, robustness or protocol results to report")
     title = f"synthdet report: {run.root.resolve().name}"
-    run.report_md.write_text(_markdown(title, sections, run.root))
-    run.report_html.write_text(_html(title, sections))
+    write_atomic(run.report_md, _markdown(title, sections, run.root))
+    write_atomic(run.report_html, _html(title, sections))
     return run.report_md, run.report_html
 
 
@@ -110,11 +113,17 @@ def _config(run: RunDir) -> list[Section]:
 def _data(run: RunDir) -> list[Section]:
     blocks: list[Block] = []
     if run.summary.is_file():
-        data = json.loads(run.summary.read_text()).get("data", {})
+        summary = json.loads(run.summary.read_text())
+        data = summary.get("data", {})
         rows = [{"source": source, "split": split, "real": counts.get("real", 0),
                  "synthetic": counts.get("synthetic", 0)}
                 for source, splits in data.items() for split, counts in splits.items()]
         blocks.append(Table(("source", "split", "real", "synthetic"), rows))
+        ignored = IgnoredFiles(**summary.get("ignored", {}))
+        if ignored.total:
+            blocks.append(Paragraph(f"Scanning the source folders {ignored} (names starting with a dot, or "
+                                    "not an image extension)."))
+
     skipped = _read_csv(run.skipped)
     if run.summary.is_file() or skipped:
         blocks.append(Paragraph(f"{len(skipped)} file(s) skipped" + (":" if skipped else ".")))
@@ -127,12 +136,13 @@ def _training(run: RunDir) -> list[Section]:
     if not run.metrics_log.is_file():
         return []
     history = [json.loads(line) for line in run.metrics_log.read_text().splitlines() if line.strip()]
-    columns = tuple(k for k in ("epoch", "lr", "train_loss", "train_accuracy", "val_loss", "val_accuracy",
-                                "val_roc_auc", "seconds") if history and k in history[0])
+    columns = tuple(k for k in ("candidate", "C", "epoch", "lr", "train_loss", "train_accuracy", "val_loss",
+                                "val_accuracy", "val_roc_auc", "seconds") if history and k in history[0])
     blocks: list[Block] = [Table(columns, history)]
     if run.summary.is_file():
         best = json.loads(run.summary.read_text())
-        blocks.insert(0, Paragraph(f"Best epoch {best['best_epoch']}, chosen on the validation split by "
+        chosen = "candidate" if "candidate" in history[0] else "epoch"
+        blocks.insert(0, Paragraph(f"Best {chosen} {best['best_epoch']}, chosen on the validation split by "
                                    f"{best['select_metric']}; the test split played no part."))
     blocks += _figure(run.curves, "Loss and accuracy per epoch")
     return [Section("Training", blocks)]
@@ -148,7 +158,8 @@ def _calibration(run: RunDir) -> list[Section]:
             + (f", chosen for a {c['target_fpr']:g} false-positive rate (validation FPR {fmt(c['val_fpr'])}, "
                f"TPR {fmt(c['val_tpr'])})." if c.get("target_fpr") else "."))
     if c.get("at_bound"):
-        text += " The temperature sits at its search bound: the validation split gives no usable calibration signal."
+        text += (" The fit reached its search bound: the validation split gives no usable calibration signal "
+                 "(perfectly separated), so the temperature stays 1.")
     return [Section("Calibration", [Paragraph(text), *_figure(run.reliability, "Reliability diagram")])]
 
 
@@ -160,10 +171,12 @@ def _evaluations(run: RunDir) -> list[Section]:
         metrics = json.loads(folder.metrics.read_text())
         m = metrics["overall"]
         overall = {k: m.get(k) for k in ("n", "accuracy", "precision", "recall", "f1", "roc_auc", "average_precision")}
+        ignored = IgnoredFiles(**metrics.get("ignored", {}))
         blocks: list[Block] = [
             Table(SOURCE_COLUMNS, metrics["per_source"]),
             Paragraph(f"Mean accuracy over sources: {fmt(metrics['mean_source_accuracy'])}. "
-                      f"Threshold {fmt(m['threshold'])}; {len(metrics['skipped'])} file(s) could not be read."),
+                      f"Threshold {fmt(m['threshold'])}; {len(metrics['skipped'])} file(s) could not be read"
+                      + (f"; scanning the folders {ignored}." if ignored.total else ".")),
             Table(tuple(overall), [overall]),
         ]
         for name, caption in (("confusion", "Confusion matrix"), ("roc", "ROC curve"), ("pr", "Precision-recall")):
@@ -175,13 +188,15 @@ def _evaluations(run: RunDir) -> list[Section]:
 
 
 def _robustness(run: RunDir) -> list[Section]:
-    if not run.robustness.is_file():
-        return []
-    rows = json.loads(run.robustness.read_text())
-    return [Section("Robustness", [
-        Table(("perturbation", "level", "n", "accuracy", "roc_auc", "mean_p_synthetic"), rows),
-        *_figure(run.figure("robustness"), "Accuracy and ROC-AUC"),
-    ])]
+    """A sweep folder itself, or a training run with its sweep filed under ``robustness/``."""
+    for folder in (run, run.robustness_sweep):
+        if folder.robustness.is_file():
+            rows = json.loads(folder.robustness.read_text())
+            return [Section("Robustness", [
+                Table(("perturbation", "level", "n", "accuracy", "roc_auc", "mean_p_synthetic"), rows),
+                *_figure(folder.figure("robustness"), "Accuracy and ROC-AUC"),
+            ])]
+    return []
 
 
 def _protocol(run: RunDir) -> list[Section]:
@@ -203,6 +218,15 @@ def _missing(run: RunDir) -> list[Section]:
                 run.test.metrics: "the test split was not evaluated (or is empty)"}
     absent = [f"{path.relative_to(run.root).as_posix()}: {why}" for path, why in expected.items() if not path.is_file()]
     return [Section("Missing", [Paragraph("; ".join(absent) + ".")])] if absent else []
+
+
+def _warnings(run: RunDir) -> list[Section]:
+    """What could not be written (a figure, say) in this folder or its evaluations."""
+    lines = []
+    for folder, where in ((run, ""), (run.test, "test/: "), (run.held_out, "held_out/: ")):
+        if folder.warnings.is_file():
+            lines += [where + line for line in folder.warnings.read_text().splitlines() if line.strip()]
+    return [Section("Warnings", [Paragraph(line) for line in lines])] if lines else []
 
 
 def _figure(path: Path, caption: str) -> list[Block]:

@@ -1,9 +1,9 @@
 """Robustness sweep: re-score the test images after the degradations they meet on the way to a user.
 
 Each perturbation is applied to the decoded image (as a re-save, resize or filter would
-be), then the checkpoint's usual center crop is taken. Only a centered region large enough
-for the crop (plus a margin for filters and block grids) is perturbed, so huge images
-stay cheap.
+be), then the view the model is evaluated with is taken (its own view, or a center crop).
+For a center crop only a centered region large enough for it (plus a margin for filters
+and block grids) is perturbed, so huge images stay cheap.
 """
 
 from __future__ import annotations
@@ -21,13 +21,11 @@ from synthdet.data.augment import gaussian_blur, gaussian_noise, jpeg_compress, 
 from synthdet.data.sources import ImageRecord
 from synthdet.data.transforms import center_crop
 from synthdet.evaluation import plots
-from synthdet.evaluation.evaluate import labels_and_probs
+from synthdet.evaluation.evaluate import labels_probs_logits
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.detector import Detector, PredictOptions
-from synthdet.rundir import RunDir
-
-MARGIN = 16  # pixels of context kept around the crop for blur kernels and JPEG blocks
-
+from synthdet.inference.views import MARGIN, center_region, needs_whole_image
+from synthdet.rundir import RunDir, atomic_path, prepare_folder, write_atomic
 
 @dataclass(frozen=True)
 class Perturbation:
@@ -51,32 +49,35 @@ def default_sweep() -> list[Perturbation]:
     return sweep
 
 
-class PerturbedCrop:
-    """Eval transform: perturb a centered region, then take the checkpoint's center crop."""
+class Perturbed:
+    """Eval transform: perturb the image, then apply ``view`` (the model's evaluation view)."""
 
-    def __init__(self, crop: tuple[int, int], perturbation: Perturbation):
-        self.crop = crop
+    def __init__(self, view, perturbation: Perturbation):
+        self.view = view
+        self.crop = view.crop
         self.perturbation = perturbation
 
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+    @property
+    def cache_key(self) -> str:
+        """Clean images share the plain view's cache entries (the same pixels)."""
+        if self.perturbation.kind == "none":
+            return self.view.cache_key
+        return f"{self.perturbation.label}>{self.view.cache_key}"
+
+    def __call__(self, pixels: np.ndarray):
         p, (height, width) = self.perturbation, self.crop
+        if p.kind == "none":
+            return self.view(pixels)
         if p.kind == "crop":  # less context: a smaller center crop, padded by the usual rule
-            return center_crop(center_crop(pixels, max(1, round(height * p.level)), max(1, round(width * p.level))),
-                               height, width)
-        grow = 1 / p.level if p.kind == "downscale" else 1.0
-        region = _center_region(pixels, math.ceil(height * grow) + 2 * MARGIN, math.ceil(width * grow) + 2 * MARGIN)
-        return center_crop(_apply(p, region), height, width)
-
-
-def _center_region(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    h, w = pixels.shape[:2]
-    top, left = max(0, (h - height) // 2), max(0, (w - width) // 2)
-    return np.ascontiguousarray(pixels[top : top + height, left : left + width])
+            return self.view(center_crop(pixels, max(1, round(height * p.level)), max(1, round(width * p.level))))
+        if not needs_whole_image(self.view):
+            grow = 1 / p.level if p.kind == "downscale" else 1.0
+            pixels = center_region(pixels, math.ceil(height * grow) + 2 * MARGIN, math.ceil(width * grow) + 2 * MARGIN)
+        return self.view(_apply(p, pixels))
 
 
 def _apply(p: Perturbation, pixels: np.ndarray) -> np.ndarray:
     actions: dict[str, Callable[[np.ndarray], np.ndarray]] = {
-        "none": lambda x: x,
         "jpeg": lambda x: jpeg_compress(x, int(p.level)),
         "downscale": lambda x: rescale(x, p.level),
         "blur": lambda x: gaussian_blur(x, p.level),
@@ -90,12 +91,13 @@ def run_robustness(detector: Detector, records: list[ImageRecord], sweep: list[P
     """Accuracy and ROC-AUC of ``detector`` on ``records`` under each perturbation."""
     rows = []
     paths = [r.path for r in records]
+    options = PredictOptions(batch_size=batch_size, workers=workers)
+    view = detector.view_transform(PredictOptions(tiles=None if detector.meta.view else False))
     for perturbation in sweep or default_sweep():
-        transform = PerturbedCrop(detector.crop, perturbation)
-        options = PredictOptions(tiles=False, batch_size=batch_size, workers=workers)
+        transform = Perturbed(view, perturbation)
         predictions = list(detector.score_items(paths, options, progress, transform=transform))
-        labels, probs = labels_and_probs([(r, p) for r, p in zip(records, predictions) if p.ok])
-        m = binary_metrics(labels, probs, detector.threshold)
+        labels, probs, logits = labels_probs_logits([(r, p) for r, p in zip(records, predictions) if p.ok])
+        m = binary_metrics(labels, probs, detector.threshold, logits)
         rows.append({"perturbation": perturbation.kind, "level": perturbation.level, "unit": perturbation.unit,
                      "n": m["n"], "accuracy": m["accuracy"], "roc_auc": m["roc_auc"],
                      "mean_p_synthetic": float(np.mean(probs)) if probs else float("nan")})
@@ -104,11 +106,10 @@ def run_robustness(detector: Detector, records: list[ImageRecord], sweep: list[P
 
 def write_robustness(rows: list[dict], out_dir: Path) -> None:
     """robustness.csv, robustness.json and robustness.png (curves) in ``out_dir``."""
-    out = RunDir(out_dir)
-    out.root.mkdir(parents=True, exist_ok=True)
-    with out.robustness_csv.open("w", newline="") as fh:
+    out = RunDir(prepare_folder(out_dir))
+    with atomic_path(out.robustness_csv) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    out.robustness.write_text(json.dumps(rows, indent=2))
-    plots.robustness_curves(rows, out.figure("robustness"))
+    write_atomic(out.robustness, json.dumps(rows, indent=2))
+    out.best_effort("robustness figure", plots.robustness_curves, rows, out.figure("robustness"))

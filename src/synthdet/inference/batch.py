@@ -25,14 +25,13 @@ from typing import Iterator, Sequence
 import fsspec
 import torch
 
-from synthdet.config import ConfigError
-from synthdet.data.decode import image_extensions
 from synthdet.data.labels import CLASS_NAMES, parse_label
 from synthdet.data.shards import INDEX_NAME, Shard, ShardError, locate, member_ref, read_index, scan_shard
-from synthdet.data.sources import label_from_folders
-from synthdet.data.storage import is_url, join, open_binary, parent
-from synthdet.inference.detector import Detector, PredictOptions
+from synthdet.data.sources import IgnoredFiles, iter_image_files, label_from_folders
+from synthdet.data.storage import is_url, join, open_binary, open_output, parent
+from synthdet.inference.detector import Detector, PredictOptions, model_path
 from synthdet.inference.inputs import expand_inputs
+from synthdet.rundir import prepare_folder
 
 #: Output columns, in order. ``label`` is the known label (from class folders, a manifest
 #: or shards), ``predicted`` the detector's verdict.
@@ -51,18 +50,6 @@ class ScoreInput:
     error: str | None = None  # set when the input names nothing that can be scored
 
 
-def resolve_model(model: str | None) -> Path:
-    """The checkpoint file ``--model`` names: the one place that decides which model scores."""
-    if model is None:
-        raise ConfigError("give the checkpoint to score with: --model CKPT (.safetensors or .onnx)")
-    return Path(model)
-
-
-def load_detector(model: str | None, device: str = "auto", **runtime) -> Detector:
-    """A ready :class:`Detector` for the ``--model`` value (``runtime``: precision, channels_last, compile)."""
-    return Detector.load(resolve_model(model), device, **runtime)
-
-
 def file_sha256(path: Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
@@ -71,14 +58,16 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def list_inputs(specs: Sequence[str]) -> list[ScoreInput]:
+def list_inputs(specs: Sequence[str], ignored: IgnoredFiles | None = None) -> list[ScoreInput]:
     """Every image the inputs name, labelled where their layout says how.
 
     An input is an image file, a folder (class subfolders give labels), a glob pattern,
     a CSV manifest (``path`` or ``file``, optional ``label``), tar shards (a ``.tar``, a
     brace pattern, an ``index.json`` or a folder holding one), each local or a URL. An
-    input that names nothing becomes one row with an error, as in ``synthdet predict``.
+    input that names nothing becomes one row with an error, and files a folder scan passes
+    over are counted in ``ignored``, as in ``synthdet predict``.
     """
+    ignored = ignored if ignored is not None else IgnoredFiles()
     found: list[ScoreInput] = []
     for spec in map(str, specs):
         if spec.endswith(".csv"):
@@ -86,20 +75,20 @@ def list_inputs(specs: Sequence[str]) -> list[ScoreInput]:
         elif spec.endswith((".tar", ".json")) or _holds_index(spec):
             found.extend(_shard_inputs(spec))
         elif is_url(spec):
-            found.extend(_url_inputs(spec))
+            found.extend(_url_inputs(spec, ignored))
         else:
-            found.extend(_local_inputs(spec))
+            found.extend(_local_inputs(spec, ignored))
     return found
 
 
-def _local_inputs(spec: str) -> list[ScoreInput]:
-    files, problems = expand_inputs([spec])
+def _local_inputs(spec: str, ignored: IgnoredFiles) -> list[ScoreInput]:
+    files, problems = expand_inputs([spec], ignored)
     folder = Path(spec) if Path(spec).is_dir() else None
     return [ScoreInput(os.path.abspath(f), _folder_label(Path(f).relative_to(folder)) if folder else None)
             for f in files] + [ScoreInput(os.path.abspath(item), error=problem) for item, problem in problems]
 
 
-def _url_inputs(spec: str) -> list[ScoreInput]:
+def _url_inputs(spec: str, ignored: IgnoredFiles) -> list[ScoreInput]:
     fs, path = fsspec.core.url_to_fs(spec)
     if glob.has_magic(path):
         files = sorted(p for p in fs.glob(path) if fs.isfile(p))
@@ -109,10 +98,8 @@ def _url_inputs(spec: str) -> list[ScoreInput]:
         return [ScoreInput(spec)]
     if not fs.isdir(path):
         return [ScoreInput(spec, error="no such file or folder")]
-    extensions = image_extensions()
-    files = sorted(p for p in fs.find(path) if os.path.splitext(p)[1].lower() in extensions)
-    root = path.rstrip("/") + "/"
-    return ([ScoreInput(fs.unstrip_protocol(p), _folder_label(Path(p[len(root):]))) for p in files]
+    files = iter_image_files(path, ignored, walk=fs.walk)  # the same files a local folder would give
+    return ([ScoreInput(fs.unstrip_protocol(str(p)), _folder_label(p.relative_to(path))) for p in files]
             or [ScoreInput(spec, error="folder contains no images")])
 
 
@@ -188,23 +175,31 @@ def rows_table(rows: list[dict]):
 
 
 def check_output(out: str) -> str:
-    """``out`` as an absolute path (or URL), refused if something is already there."""
+    """``out`` as an absolute path (or URL), refused if something is already there.
+
+    A local folder is created and proven writable here, before the model loads or an image is read.
+    """
     out = out if is_url(out) else os.path.abspath(out)
     fs, path = fsspec.core.url_to_fs(out)
     if fs.exists(path) and (not fs.isdir(path) or fs.ls(path)):
         raise ScoreError(f"{out}: already exists; choose a new --out (results are never overwritten)")
+    if is_url(out):
+        fs.makedirs(path, exist_ok=True)
+    else:
+        prepare_folder(out)
     return out
 
 
-def score_local(model: str | None, inputs: Sequence[ScoreInput], out: str, options: PredictOptions,
+def score_local(model: str | os.PathLike | None, inputs: Sequence[ScoreInput], out: str, options: PredictOptions,
                 device: str = "auto", progress: bool = False, chunk: int = 1024) -> None:
-    """Score on this machine, writing ``OUT/part-00000.parquet`` in row groups of ``chunk`` rows as results come."""
+    """Score on this machine, writing ``OUT/part-00000.parquet`` in row groups of ``chunk`` rows as results come.
+
+    A local file is written atomically: an interrupted job leaves no partial table.
+    """
     pq = require("pyarrow.parquet")
     out = check_output(out)
-    detector, sha256 = load_detector(model, device), file_sha256(resolve_model(model))
-    fs, path = fsspec.core.url_to_fs(out)
-    fs.makedirs(path, exist_ok=True)
-    with fs.open(f"{path}/{LOCAL_PART}", "wb") as fh, pq.ParquetWriter(fh, arrow_schema()) as writer:
+    detector, sha256 = Detector.load(model, device), file_sha256(model_path(model))
+    with open_output(join(out, LOCAL_PART)) as fh, pq.ParquetWriter(fh, arrow_schema()) as writer:
         rows = []
         for row in score_rows(detector, inputs, options, sha256, progress):
             rows.append(row)
@@ -214,7 +209,7 @@ def score_local(model: str | None, inputs: Sequence[ScoreInput], out: str, optio
         writer.write_table(rows_table(rows))
 
 
-def score_ray(model: str | None, inputs: Sequence[ScoreInput], out: str, options: PredictOptions,
+def score_ray(model: str | os.PathLike | None, inputs: Sequence[ScoreInput], out: str, options: PredictOptions,
               actors: int | None = None, cpus_per_actor: float = 1.0, gpus_per_actor: float = 0.0,
               address: str | None = None) -> None:
     """Score on Ray: ``map_batches`` over a pool of actors, one model each, and Ray's Parquet writer.
@@ -225,7 +220,7 @@ def score_ray(model: str | None, inputs: Sequence[ScoreInput], out: str, options
     """
     ray = require("ray")
     out = check_output(out)
-    path = resolve_model(model)
+    path = model_path(model)
     checkpoint = path.read_bytes()
     if not ray.is_initialized():
         ray.init(address=address)
@@ -256,7 +251,7 @@ class RayScorer:
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"model{suffix}"
             path.write_bytes(checkpoint)
-            self.detector = load_detector(str(path), device)
+            self.detector = Detector.load(path, device)
         self.sha256 = sha256
         self.options = PredictOptions(**{**asdict(options), "workers": 0})
 

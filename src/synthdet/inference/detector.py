@@ -16,31 +16,43 @@ What a result's numbers mean:
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 from dataclasses import asdict, dataclass, field
+from importlib import resources
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Callable, Iterable, Iterator, Sequence
 
 import torch
 from PIL import Image
 
-from synthdet.checkpoint import CheckpointMeta
+from synthdet.checkpoint import CheckpointError, CheckpointMeta
 from synthdet.config import ConfigError
+from synthdet.data.decode import DEFAULT_MAX_PIXELS
 from synthdet.data.loader import Batch, ImageDataset, ImageInput, item_name, make_loader
 from synthdet.data.transforms import EvalTransform
+from synthdet.inference.embeddings import EmbeddingCache, embed_items
 from synthdet.inference.inputs import expand_inputs
 from synthdet.inference.onnx_export import load_onnx
-from synthdet.inference.scoring import forward_views, iter_logits, probability_synthetic
+from synthdet.inference.scoring import forward_views, iter_logits, log_odds, probability_synthetic
 from synthdet.inference.tiles import TileTransform
+from synthdet.inference.views import make_view
 from synthdet.network import load_network
-from synthdet.runtime import check_precision, resolve_device
+from synthdet.runtime import resolve_device, resolve_precision
+
+
+#: The detector shipped in the package, used when no model is named.
+DEFAULT_MODEL, DEFAULT_MODEL_FILE = "default", "default_detector.safetensors"
+#: Keeps the log-odds of a unanimous tile vote finite.
+VOTE_EPS = 1e-3
 
 
 @dataclass
 class PredictOptions:
     """How images are scored; every field is also a keyword of :meth:`Detector.predict`."""
 
-    tiles: bool = True  # cover images larger than the crop with tiles; False: one center crop
+    tiles: bool | None = None  # True: tiles over the image; False: one center crop; None: the model's view
     overlap: float = 0.25  # wanted overlap between neighbouring tiles (fraction of a tile)
     max_tiles: int = 64  # cap per image; very large images get a thinner grid
     aggregate: str = "mean"  # "mean" (mean tile logit) or "vote" (share of tiles voting synthetic)
@@ -51,6 +63,8 @@ class PredictOptions:
     keep_tiles: bool = False  # put per-tile boxes and probabilities in the results
     batch_size: int = 32
     workers: int = -1
+    cache: bool = True  # frozen-backbone models: reuse (and store) embeddings of files seen before
+    max_pixels: int = DEFAULT_MAX_PIXELS  # pixel budget of one image: what is decoded, and its tiles
 
     def __post_init__(self):
         if self.aggregate not in ("mean", "vote"):
@@ -59,6 +73,14 @@ class PredictOptions:
             raise ConfigError(f"overlap must be in [0, 1), got {self.overlap}")
         if self.max_tiles < 1:
             raise ConfigError(f"max_tiles must be at least 1, got {self.max_tiles}")
+        if self.threshold is not None and not 0 < self.threshold < 1:  # also refuses NaN
+            raise ConfigError(f"threshold must be in (0, 1), got {self.threshold}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.workers < -1:
+            raise ConfigError(f"workers must be -1 (one per core), 0 or more, got {self.workers}")
+        if self.max_pixels < 1:
+            raise ConfigError(f"max_pixels must be at least 1, got {self.max_pixels}")
 
 
 @dataclass
@@ -68,6 +90,7 @@ class Prediction:
     input: str
     label: str | None = None  # "real" or "synthetic"
     prob_synthetic: float | None = None
+    logit: float | None = None  # calibrated log-odds of synthetic: ranks images where probabilities round to 0 or 1
     error: str | None = None
     note: str = ""  # what preprocessing had to do, e.g. padding of a small image
     uncertain: bool | None = None
@@ -88,32 +111,55 @@ class Prediction:
 class Detector:
     """A loaded checkpoint ready to score images; every preprocessing setting comes from it.
 
-    Runtime switches (none changes the preprocessing): ``precision="bf16"`` runs the
-    backbone in bfloat16, ``channels_last`` changes the backbone's memory layout,
-    ``compile`` wraps the network in ``torch.compile``. benchmarks/throughput.py measures
-    each; all are off by default.
+    Runtime switches (none changes the preprocessing): ``precision`` (``fp32``, ``bf16``,
+    or ``auto``: bf16 for frozen-backbone probes where bfloat16 is native, fp32 otherwise),
+    ``channels_last`` changes the backbone's memory layout, ``compile`` wraps the network
+    in ``torch.compile``. benchmarks/ measure each.
+
+    Models on a frozen pretrained backbone (probes) keep the backbone's outputs in the
+    embedding cache, so scoring the same files again only runs the head.
     """
 
     def __init__(self, net: torch.nn.Module, meta: CheckpointMeta, device: torch.device,
-                 precision: str = "fp32", channels_last: bool = False, compile: bool = False):
+                 precision: str = "auto", channels_last: bool = False, compile: bool = False):
         self.net = net.to(device).eval()
         self.meta = meta
         self.device = device
-        self.precision = check_precision(precision)
+        self.embeds = hasattr(getattr(net, "backbone", None), "embed_parts")
+        self.precision = resolve_precision(precision, device, self.embeds)
         if channels_last:
             self.net.use_channels_last()
         self.runner = torch.compile(self.net) if compile else self.net
+        self._cache: EmbeddingCache | None = None
+
+    @property
+    def cache(self) -> EmbeddingCache | None:
+        """The embedding cache of this model's backbone and precision (opened on first use)."""
+        ref = self.meta.model.pretrained
+        if self._cache is None and self.embeds and ref is not None:
+            options = self.meta.model.options
+            self._cache = EmbeddingCache({"weights": ref.weights, "sha256": ref.sha256,
+                                          "backbone": options.get("backbone"),
+                                          "backbone_options": options.get("backbone_options") or {},
+                                          "precision": self.precision})
+        return self._cache
 
     @classmethod
-    def load(cls, path: str | os.PathLike, device: str = "auto", **runtime) -> "Detector":
-        if Path(path).suffix == ".onnx":
-            asked = {k: v for k, v in runtime.items() if v not in (False, "fp32")}
+    def load(cls, path: str | os.PathLike | None = None, device: str = "auto",
+             log: Callable[[str], None] = print, **runtime) -> "Detector":
+        """A checkpoint (.safetensors), an exported .onnx, or (None / "default") the shipped detector.
+
+        ``log`` hears about a backbone fetched on first use.
+        """
+        path = model_path(path)
+        if path.suffix == ".onnx":
+            asked = {k: v for k, v in runtime.items() if v not in (False, "fp32", "auto")}
             if asked or device not in ("auto", "cpu"):
                 raise ConfigError(f"{path}: an ONNX model runs on onnxruntime's CPU provider; device and runtime "
                                   f"switches ({', '.join(asked) or device}) apply to .safetensors checkpoints only")
             net, meta = load_onnx(path)
             return cls(net, meta, torch.device("cpu"))
-        net, meta = load_network(path)
+        net, meta = load_network(path, log)
         return cls(net, meta, resolve_device(device), **runtime)
 
     @property
@@ -144,24 +190,45 @@ class Detector:
         yield from self.score_items(items, options or PredictOptions(**kwargs), progress)
 
     def view_transform(self, options: PredictOptions):
-        """The loader transform ``options`` ask for: tiles, or the checkpoint's center crop."""
-        if not options.tiles:
+        """The loader transform ``options`` ask for: tiles, a center crop, or the checkpoint's own view.
+
+        A checkpoint without a view is scored with tiles (predict's default since the start).
+        The tiles of one image never hold more pixels than the pixel budget allows one image.
+        """
+        if options.tiles is None and self.meta.view is not None:
+            transform = make_view(self.meta.view, self.crop)
+        elif options.tiles is False:
             return EvalTransform(self.crop)
-        return TileTransform(self.crop, options.overlap, options.max_tiles)
+        else:
+            transform = TileTransform(self.crop, options.overlap, options.max_tiles)
+        if isinstance(transform, TileTransform):
+            within_budget = max(1, options.max_pixels // (self.crop[0] * self.crop[1]))
+            transform = dataclasses.replace(transform, max_tiles=min(transform.max_tiles, within_budget))
+        return transform
 
     def iter_batches(self, items: Sequence[ImageInput], batch_size: int = 32, workers: int = -1,
-                     progress: bool = False, transform=None) -> Iterator[tuple[Batch, torch.Tensor]]:
+                     progress: bool = False, transform=None, cache: bool = True,
+                     max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[tuple[Batch, torch.Tensor]]:
         """Raw (uncalibrated) logits per view, batch by batch; failed files ride along in each batch.
 
-        ``transform`` replaces the checkpoint's center crop (tiles, robustness perturbations).
+        ``transform`` replaces the checkpoint's center crop (views, tiles, robustness perturbations).
         """
         if any(isinstance(item, Image.Image) for item in items) or len(items) <= batch_size:
             workers = 0  # not worth starting processes (or pickling open images) for
         transform = transform or EvalTransform(self.crop)
+        if self.embeds:
+            probe = self.net.backbone
+            for batch, parts in embed_items(self.net, items, transform, self.cache if cache else None, self.device,
+                                            self.precision, batch_size, workers, "embed" if progress else None,
+                                            max_pixels):
+                with torch.inference_mode():
+                    logits = probe.head(probe.select(parts)).float() if parts else torch.empty(0, 2)
+                yield batch, logits
+            return
         # A tiled image brings up to max_tiles views: load fewer images per batch, and let
         # iter_logits run the views through the network batch_size at a time.
         images_per_batch = max(1, batch_size // 8) if isinstance(transform, TileTransform) else batch_size
-        dataset = ImageDataset(items, transform)
+        dataset = ImageDataset(items, transform, max_pixels=max_pixels)
         loader = make_loader(dataset, images_per_batch, workers, pin_memory=self.device.type == "cuda")
         yield from iter_logits(self.runner, loader, self.device, self.precision,
                                progress="predict" if progress else None, max_views=batch_size)
@@ -172,7 +239,11 @@ class Detector:
         options = options or PredictOptions()
         threshold = self.threshold_for(options.threshold)
         transform = transform or self.view_transform(options)
-        for batch, logits in self.iter_batches(items, options.batch_size, options.workers, progress, transform):
+        ready: dict[int, Prediction] = {}  # batches may arrive out of order (cached images first)
+        next_index = 0
+        batches = self.iter_batches(items, options.batch_size, options.workers, progress, transform,
+                                    cache=options.cache and not options.tta, max_pixels=options.max_pixels)
+        for batch, logits in batches:
             flipped = self._flipped_logits(batch, options.batch_size) if options.tta and len(batch) else None
             by_index = {}
             start = 0
@@ -184,8 +255,10 @@ class Detector:
                     batch.boxes[i], batch.sizes[i], batch.notes[i], threshold, options,
                 )
             by_index.update({i: Prediction(item_name(items[i], i), error=reason) for i, reason in batch.failures})
-            for index in sorted(by_index):
-                yield by_index[index]
+            ready.update(by_index)
+            while next_index in ready:
+                yield ready.pop(next_index)
+                next_index += 1
 
     def _flipped_logits(self, batch: Batch, max_views: int) -> torch.Tensor:
         return forward_views(self.runner, batch.images.flip(-1), self.device, max_views, self.precision)
@@ -200,8 +273,13 @@ class Detector:
             tile_probs = probability_synthetic(logits, temperature)
         if options.aggregate == "vote":
             prob = float((tile_probs >= threshold).float().mean())
+            logit = math.log((prob + VOTE_EPS) / (1 - prob + VOTE_EPS))
         else:
             prob = float(probability_synthetic(logits.mean(0, keepdim=True), temperature)[0])
+            logit = float(log_odds(logits.mean(0, keepdim=True), temperature)[0])
+        if not torch.isfinite(tile_probs).all() or not math.isfinite(prob):  # never a verdict from NaN
+            return Prediction(input=name, error="the model gave no finite score for this image", note=note,
+                              image_size=tuple(size))
         spread = float(tile_probs.std(unbiased=False)) if len(tile_probs) > 1 else 0.0
         uncertain = (abs(prob - threshold) < options.uncertainty_band or spread > options.max_spread
                      or (flip_spread or 0.0) > options.max_spread)
@@ -210,7 +288,7 @@ class Detector:
             tiles = [{"top": t, "left": l, "height": h, "width": w, "prob_synthetic": float(p)}
                      for (t, l, h, w), p in zip(boxes, tile_probs.tolist())]
         return Prediction(
-            input=name, label=self.meta.class_names[int(prob >= threshold)], prob_synthetic=prob, note=note,
+            input=name, label=self.meta.class_names[int(prob >= threshold)], prob_synthetic=prob, logit=logit, note=note,
             uncertain=bool(uncertain), tile_spread=spread, flip_spread=flip_spread, n_tiles=len(tile_probs),
             image_size=tuple(size), tiles=tiles,
         )
@@ -231,8 +309,21 @@ def _expand(inputs) -> tuple[list[ImageInput], list[tuple[str, str]]]:
     return items, problems
 
 
-def load(path: str | os.PathLike | Path, device: str = "auto", **runtime) -> Detector:
+def model_path(model: str | os.PathLike | None) -> Path:
+    """The file of a model argument: the shipped default detector for None or "default"."""
+    if model is None or str(model) == DEFAULT_MODEL:
+        path = Path(str(resources.files("synthdet.resources").joinpath(DEFAULT_MODEL_FILE)))
+        if not path.is_file():
+            raise CheckpointError(f"this synthdet build ships no default model ({path} is missing); "
+                                  f"give a checkpoint with --model")
+        return path
+    return Path(model)
+
+
+def load(path: str | os.PathLike | Path | None = None, device: str = "auto", **runtime) -> Detector:
     """Load a checkpoint (.safetensors, or an exported .onnx) for inference; nothing else is needed.
+
+    Without a path: the shipped default detector (``synthdet info`` prints its card).
 
     ``runtime`` takes the speed switches ``precision``, ``channels_last``, ``compile``.
     """

@@ -9,6 +9,7 @@ from matplotlib import colormaps
 from PIL import Image, ImageDraw
 
 from synthdet.inference.detector import Prediction
+from synthdet.rundir import atomic_path, prepare_folder
 
 MAX_SIDE = 1024  # heatmaps are drawn within these longer-side bounds, at the image's aspect;
 MIN_SIDE = 384  # small images are enlarged with nearest-neighbour so their pixels stay visible
@@ -45,7 +46,7 @@ def heatmap_image(pixels: np.ndarray, prediction: Prediction) -> Image.Image:
 
 
 def write_heatmap(pixels: np.ndarray, prediction: Prediction, out_dir: Path) -> Path:
-    out_dir.mkdir(parents=True, exist_ok=True)
-    path = out_dir / f"{Path(prediction.input).stem}.heatmap.png"
-    heatmap_image(pixels, prediction).save(path)
+    path = prepare_folder(out_dir) / f"{Path(prediction.input).stem}.heatmap.png"
+    with atomic_path(path) as tmp:
+        heatmap_image(pixels, prediction).save(tmp, format="PNG")
     return path

@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from synthdet.checkpoint import METADATA_KEY, CheckpointError, CheckpointMeta
+from synthdet.checkpoint import METADATA_KEY, CheckpointError, CheckpointMeta, parse_metadata
 from synthdet.network import load_network
+from synthdet.rundir import atomic_path, prepare_folder
 
 
 def export_onnx(checkpoint: str | Path, out_path: str | Path) -> tuple[Path, float]:
@@ -24,25 +25,26 @@ def export_onnx(checkpoint: str | Path, out_path: str | Path) -> tuple[Path, flo
     import onnx
 
     net, meta = load_network(checkpoint)
-    out_path = Path(out_path)
+    out_path = prepare_folder(Path(out_path).parent) / Path(out_path).name
     height, width = meta.crop
     example = torch.randint(0, 256, (2, 3, height, width), dtype=torch.uint8, generator=torch.Generator().manual_seed(0))
     exporter_log = logging.getLogger("torch.onnx")
     level = exporter_log.level
     exporter_log.setLevel(logging.ERROR)  # it lists every torchvision op it skips
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (example,), str(out_path), dynamo=True, input_names=["images"],
-                          output_names=["logits"], dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
-                          verbose=False)
-    exporter_log.setLevel(level)
-    model = onnx.load(str(out_path))
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, meta.model_dump_json()
-    onnx.save(model, str(out_path))
-    with torch.inference_mode():
-        expected = net(example).numpy()
-    difference = float(np.abs(OnnxNet(out_path)(example).numpy() - expected).max())
+    with atomic_path(out_path) as tmp:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(net, (example,), str(tmp), dynamo=True, input_names=["images"],
+                              output_names=["logits"], dynamic_shapes={"images": {0: torch.export.Dim("batch")}},
+                              external_data=False, verbose=False)  # one file, no weights beside it
+        exporter_log.setLevel(level)
+        model = onnx.load(str(tmp))
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_KEY, meta.model_dump_json()
+        onnx.save(model, str(tmp))
+        with torch.inference_mode():
+            expected = net(example).numpy()
+        difference = float(np.abs(OnnxNet(tmp)(example).numpy() - expected).max())
     return out_path, difference
 
 
@@ -67,10 +69,21 @@ class OnnxNet:
 
 
 def load_onnx(path: str | Path) -> tuple[OnnxNet, CheckpointMeta]:
+    """The onnxruntime session and the validated metadata of an exported model."""
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: ONNX model not found")
-    net = OnnxNet(path)
+    try:
+        net = OnnxNet(path)
+    except Exception as exc:  # onnxruntime raises its own error types for damaged files
+        raise CheckpointError(f"{path}: not a loadable ONNX model ({exc})") from None
     if METADATA_KEY not in net.metadata:
         raise CheckpointError(f"{path}: ONNX model without synthdet metadata (export it with synthdet export)")
-    return net, CheckpointMeta.model_validate_json(net.metadata[METADATA_KEY])
+    meta = parse_metadata(net.metadata[METADATA_KEY], path)
+    inputs, outputs = net.session.get_inputs(), net.session.get_outputs()
+    if (len(inputs) != 1 or len(outputs) != 1 or [inputs[0].name, *inputs[0].shape[1:]] != ["images", 3, *meta.crop]
+            or outputs[0].shape[-1] != len(meta.class_names)):
+        raise CheckpointError(f"{path}: the graph does not match its metadata (input 'images' of 3x{meta.crop[0]}"
+                              f"x{meta.crop[1]} crops, {len(meta.class_names)} logits): it has inputs "
+                              f"{[(i.name, i.shape) for i in inputs]} and outputs {[o.shape for o in outputs]}")
+    return net, meta

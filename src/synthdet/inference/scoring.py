@@ -44,19 +44,28 @@ CPU_PIXELS_PER_PASS = 400_000
 
 def forward_views(net: torch.nn.Module, images: torch.Tensor, device: torch.device, max_views: int | None = None,
                   precision: str = "fp32") -> torch.Tensor:
-    """Logits of ``images`` (float32, CPU), at most ``max_views`` through the network at once.
+    """Logits of ``images`` (float32, CPU), at most ``max_views`` through the network at once."""
+    return torch.cat([out.float().cpu() for out in run_in_chunks(net, images, device, max_views, precision)])
+
+
+def run_in_chunks(fn, images: torch.Tensor, device: torch.device, max_views: int | None = None,
+                  precision: str = "fp32") -> Iterator:
+    """``fn`` applied to at most ``max_views`` images at a time, on ``device``, under ``precision``.
 
     On the CPU, passes are further capped at ``CPU_PIXELS_PER_PASS`` pixels.
     """
     views = max_views or max(len(images), 1)
     if device.type == "cpu" and images.dim() == 4:
         views = max(1, min(views, CPU_PIXELS_PER_PASS // (images.shape[-1] * images.shape[-2])))
-    logits = []
     with torch.inference_mode():
         for chunk in images.split(views):
             with autocast(device, precision):
-                logits.append(net(chunk.to(device, non_blocking=True)).float().cpu())
-    return torch.cat(logits)
+                yield fn(chunk.to(device, non_blocking=True))
+
+
+def log_odds(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+    """log P(synthetic) / P(real) after temperature scaling: ranks images without rounding to 0 or 1."""
+    return (logits[:, 1] - logits[:, 0]) / temperature
 
 
 def probability_synthetic(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:

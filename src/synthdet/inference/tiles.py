@@ -39,9 +39,11 @@ def plan_tiles(height: int, width: int, crop: tuple[int, int], overlap: float = 
         rows, cols = _count(height, tile_h, ov), _count(width, tile_w, ov)
         if rows * cols <= max_tiles:
             break
-    else:  # even touching tiles are too many: thin the grid, keeping the aspect
+    else:  # even touching tiles are too many: thin the grid, keeping the aspect as far as
+        # the cap allows (an image thinner than the crop is one row or column, never more tiles)
         scale = math.sqrt(max_tiles / (rows * cols))
-        rows, cols = max(1, math.floor(rows * scale)), max(1, math.floor(cols * scale))
+        rows = min(max(1, math.floor(rows * scale)), max_tiles)
+        cols = min(max(1, math.floor(cols * scale)), max_tiles // rows)
     return [(top, left) for top in _positions(height, tile_h, rows) for left in _positions(width, tile_w, cols)]
 
 
@@ -65,13 +67,19 @@ class TileTransform:
     overlap: float = 0.25
     max_tiles: int = 64
 
+    @property
+    def cache_key(self) -> str:
+        return f"tiles{self.crop[0]}x{self.crop[1]}-o{self.overlap:g}-n{self.max_tiles}"
+
     def __call__(self, pixels: np.ndarray):
         height, width = pixels.shape[:2]
-        padded = pad_to_size(pixels, *self.crop)
-        pad_top, pad_left = (padded.shape[0] - height) // 2, (padded.shape[1] - width) // 2
         h, w = self.crop
-        corners = plan_tiles(padded.shape[0], padded.shape[1], self.crop, self.overlap, self.max_tiles)
-        tiles = np.stack([padded[t : t + h, l : l + w] for t, l in corners])
+        # Tiles are planned on the image as padded to the crop, but each tile is cut first
+        # and padded alone: the same pixels, without a padded copy of a 1 x 5,000,000 image.
+        padded_h, padded_w = max(height, h), max(width, w)
+        pad_top, pad_left = (padded_h - height) // 2, (padded_w - width) // 2
+        corners = plan_tiles(padded_h, padded_w, self.crop, self.overlap, self.max_tiles)
+        tiles = np.stack([pad_to_size(pixels[t : t + h, l : l + w], h, w) for t, l in corners])
         boxes = []
         for t, l in corners:
             top, left = max(0, t - pad_top), max(0, l - pad_left)

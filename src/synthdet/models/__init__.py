@@ -5,8 +5,8 @@ from synthdet.models import (  # noqa: F401  (register)
     clip,
     efficientnet_lite,
     enet,
-    linear_probe,
     one_class,
+    probe,
     residual_gap,
     resnet,
 )

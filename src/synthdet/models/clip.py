@@ -138,6 +138,8 @@ class ClipVisionModel(nn.Module):
         self.vision_model = ClipVisionTower(self.spec)
         self.visual_projection = nn.Linear(self.spec.width, self.spec.embed_dim, bias=False)
         self.num_features = self.spec.embed_dim
+        # what the published weights expect of [0, 1] RGB input
+        self.input_mean, self.input_std, self.input_size = CLIP_MEAN, CLIP_STD, self.spec.image_size
         self.token_dim = self.spec.width
         self.num_layers = self.spec.layers
         self.fc = nn.Linear(self.spec.embed_dim, num_classes)

@@ -123,6 +123,8 @@ class EfficientNetLite(nn.Module):
         self._conv_head = nn.Conv2d(in_ch, HEAD_CHANNELS, 1, bias=False)
         self._bn1 = _bn(HEAD_CHANNELS)
         self.num_features = HEAD_CHANNELS
+        # what the published weights expect of [0, 1] RGB input (see INPUT_MEAN)
+        self.input_mean, self.input_std, self.input_size = INPUT_MEAN, INPUT_STD, spec.input_size
         self.dropout = nn.Dropout(spec.drop_rate if drop_rate is None else drop_rate)
         self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
 

@@ -4,12 +4,15 @@
 - ``GET /v1/model``: the checkpoint's metadata; ``GET /healthz``; ``GET /docs`` (OpenAPI)
 - ``GET /``: a page where a person drops or picks images and sees each verdict
 
-Limits: requests larger than ``max_upload_mb`` get 413 before they are read; a file that
-is not an image gets 415, a corrupt or truncated one 422, one with more than
-``max_pixels`` pixels 413 (decompression bombs are refused from the header, before any
-pixel is decoded; oversized JPEGs are decoded at reduced scale instead). Inference runs
-on a bounded pool of ``workers`` threads: concurrent requests wait their turn instead of
-multiplying memory. The model is loaded once, at start.
+Limits: requests larger than ``max_upload_mb`` get 413 before they are read; an upload
+that stalls for ``body_timeout`` seconds gets 408 and its connection closed; a file that
+is not an image gets 415, a corrupt or truncated one 422, one over the pixel budget 413
+(decompression bombs are refused from the header, before any pixel is decoded; oversized
+JPEGs are decoded at reduced scale instead, and the result's ``note`` says so). Inference
+runs on a bounded pool of ``workers`` threads (default 1: a forward pass on the CPU runs on
+every core already), and each request decodes and scores its files one at a time, so memory
+is bounded by ``workers`` images of :data:`SERVICE_MAX_PIXELS` whatever the number of
+requests or files. The model is loaded once, at start.
 """
 
 from __future__ import annotations
@@ -23,26 +26,35 @@ from pathlib import Path
 
 from fastapi import FastAPI, File, HTTPException, Query, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
-from PIL import Image
 
-from synthdet.data.decode import ImageDecodeError, load_image
+from synthdet.data.decode import DEFAULT_MAX_PIXELS, load_image
 from synthdet.inference.detector import Detector, PredictOptions
 from synthdet.inference.heatmap import heatmap_image
 from synthdet.version import __version__
 
 DEFAULT_MAX_UPLOAD_MB = 20
-DEFAULT_MAX_PIXELS = 50_000_000
+#: Pixel budget of one uploaded image: half the command line's, because a server must stay
+#: near its idle memory under load (decoding peaks at about 8 bytes per pixel: 80 MB per
+#: inference thread, within 1.5x of an idle server's 300 MB). Larger JPEGs are decoded at
+#: reduced scale, other formats refused (413).
+SERVICE_MAX_PIXELS = DEFAULT_MAX_PIXELS // 2
+#: Seconds an upload may go without sending a byte before it gets 408 (its connection is
+#: closed). uvicorn's own ``timeout_keep_alive`` closes idle connections between requests.
+DEFAULT_BODY_TIMEOUT = 30.0
+KEEP_ALIVE_TIMEOUT = 5
 
 
-class BodySizeLimit:
-    """ASGI middleware answering 413 once a request body exceeds ``limit`` bytes.
+class BodyLimits:
+    """ASGI middleware answering 413 once a request body exceeds ``limit`` bytes, and 408
+    when the body stalls for ``timeout`` seconds.
 
     Checks the declared Content-Length first, and counts streamed bytes too (chunked
-    uploads declare none), so an oversized upload is never held in full.
+    uploads declare none), so an oversized upload is never held in full; a client that
+    stops sending mid-upload cannot hold its connection forever.
     """
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, timeout: float = DEFAULT_BODY_TIMEOUT):
+        self.app, self.limit, self.timeout = app, limit, timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -53,20 +65,24 @@ class BodySizeLimit:
             return await JSONResponse({"detail": message}, status_code=413)(scope, receive, send)
         received = 0
 
-        async def counting_receive():
+        async def guarded_receive():
             nonlocal received
-            event = await receive()
+            try:
+                event = await asyncio.wait_for(receive(), self.timeout)
+            except asyncio.TimeoutError:
+                # An HTTPException passes FastAPI's body parsing unchanged and becomes the response.
+                raise HTTPException(status_code=408, detail=f"upload stalled for {self.timeout:g} s",
+                                    headers={"Connection": "close"}) from None
             received += len(event.get("body", b""))
             if received > self.limit:
-                # An HTTPException passes FastAPI's body parsing unchanged and becomes the 413.
                 raise HTTPException(status_code=413, detail=message)
             return event
 
-        await self.app(scope, counting_receive, send)
+        await self.app(scope, guarded_receive, send)
 
 
-def create_app(checkpoint: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 2,
-               max_pixels: int = DEFAULT_MAX_PIXELS, device: str = "auto") -> FastAPI:
+def create_app(checkpoint: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 1,
+               device: str = "auto", body_timeout: float = DEFAULT_BODY_TIMEOUT) -> FastAPI:
     detector = Detector.load(checkpoint, device)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synthdet")
     # At most this many requests hold their upload bytes in memory; the others wait with
@@ -94,11 +110,11 @@ def create_app(checkpoint: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD
         tiles: bool = Query(True, description="cover large images with tiles (else one center crop)"),
         tta: bool = Query(False, description="also score mirrored views"),
     ):
-        options = PredictOptions(tiles=tiles, tta=tta, keep_tiles=heatmap, workers=0)
+        options = PredictOptions(tiles=tiles, tta=tta, keep_tiles=heatmap, workers=0, max_pixels=SERVICE_MAX_PIXELS)
         async with in_memory:
             uploads = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
             loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(pool, _score, detector, uploads, options, heatmap, max_pixels)
+            results = await loop.run_in_executor(pool, _score, detector, uploads, options, heatmap)
         if all("error" in r and r["error"] for r in results):
             status, detail = results[0]["status"], "; ".join(f"{r['input']}: {r['error']}" for r in results)
             raise HTTPException(status_code=status, detail=detail)
@@ -106,37 +122,38 @@ def create_app(checkpoint: str | Path, max_upload_mb: float = DEFAULT_MAX_UPLOAD
             r.pop("status", None)
         return {"results": results}
 
-    app.add_middleware(BodySizeLimit, limit=int(max_upload_mb * 2**20))
+    app.add_middleware(BodyLimits, limit=int(max_upload_mb * 2**20), timeout=body_timeout)
     app.state.detector = detector
     return app
 
 
-def _score(detector: Detector, uploads: list[tuple[str, bytes]], options: PredictOptions, heatmap: bool,
-           max_pixels: int) -> list[dict]:
-    """Decode and score the uploads of one request (runs on the worker pool), in upload order."""
-    results: list[dict | None] = []
-    readable: list[tuple[int, str, object]] = []  # (position, name, pixels)
+def _score(detector: Detector, uploads: list[tuple[str, bytes]], options: PredictOptions, heatmap: bool) -> list[dict]:
+    """Score the uploads of one request (runs on the worker pool) one at a time, in upload order.
+
+    Each file is decoded, scored and let go before the next is read, so a request of many
+    large images holds one decoded image at a time.
+    """
+    results = []
     for name, data in uploads:
-        try:
-            readable.append((len(results), name, load_image(io.BytesIO(data), max_pixels, name=name).pixels))
-            results.append(None)
-        except ImageDecodeError as exc:
-            results.append({"input": name, "error": exc.reason, "status": _status_for(exc.reason)})
-    images = [Image.fromarray(pixels) for _, _, pixels in readable]
-    for (position, name, pixels), prediction in zip(readable, detector.score_items(images, options)):
+        (prediction,) = detector.score_items([io.BytesIO(data)], options)
         prediction.input = name
+        if not prediction.ok:
+            results.append({"input": name, "error": prediction.error, "status": _status_for(prediction.error)})
+            continue
         result = prediction.to_dict()
         if heatmap:
             buffer = io.BytesIO()
+            pixels = load_image(io.BytesIO(data), options.max_pixels).pixels
             heatmap_image(pixels, prediction).save(buffer, format="PNG")
             result["heatmap_png"] = base64.b64encode(buffer.getvalue()).decode("ascii")
         else:
             result.pop("tiles")
-        results[position] = result
+        results.append(result)
     return results
 
 
 def _status_for(reason: str) -> int:
+    """413 for what the budget refuses, 415 for what is no image at all, 422 for damaged images."""
     if reason.startswith("not an image"):
         return 415
     if reason.startswith("too large"):

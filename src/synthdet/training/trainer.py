@@ -30,15 +30,17 @@ from tqdm.contrib.logging import logging_redirect_tqdm
 
 from synthdet.checkpoint import CheckpointMeta, ModelSpec
 from synthdet.config import Config, TrainConfig
+from synthdet.data.decode import ImageDecodeError, check_image
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.data.loader import Batch, ImageDataset, ShardStream, SkipLog, make_loader
 from synthdet.data.shards import parse_member_ref
-from synthdet.data.sources import ImageRecord, collect_records, summarize, write_split_csv
+from synthdet.data.sources import IgnoredFiles, ImageRecord, collect_records, summarize, write_split_csv
+from synthdet.data.storage import is_url
 from synthdet.data.transforms import EvalTransform, TrainTransform
 from synthdet.evaluation.metrics import binary_metrics
-from synthdet.inference.scoring import iter_logits, probability_synthetic
+from synthdet.inference.scoring import iter_logits, log_odds, probability_synthetic
 from synthdet.network import DetectorNet, build_network, check_crop_fits, save_network
-from synthdet.rundir import RunDir, new_run_dir
+from synthdet.rundir import RunDir, atomic_path, new_run_dir, write_atomic
 from synthdet.runtime import autocast, resolve_device, seed_everything, training_precision
 from synthdet.training import distributed
 from synthdet.training.distributed import DistributedWeightedSampler
@@ -162,12 +164,14 @@ def run_stage(config: Config, objective: Objective, resume: str | Path | None = 
     here = distributed.world()
     seed_everything(config.seed + here.rank)  # distinct augmentations; DDP copies the main process's weights
     main = here.is_main
+    ignored = IgnoredFiles()
     if records is None:
         records = distributed.broadcast(
-            collect_records(config.data.sources, config.data.splits, config.seed) if main else None)
+            collect_records(config.data.sources, config.data.splits, config.seed, ignored) if main else None)
     run = RunDir(resume) if resume else run_dir or new_run_dir(config.output_dir, config.name)
     run = RunDir(distributed.broadcast(run.root))
-    stage = TrainingStage(config, objective, run, records, resuming=resume is not None, progress=progress and main)
+    stage = TrainingStage(config, objective, run, records, resuming=resume is not None, progress=progress and main,
+                          ignored=ignored)
     if not main:
         log.setLevel(logging.WARNING)  # the main process speaks for all
         return stage.run()
@@ -187,7 +191,7 @@ class TrainingStage:
     """Network, loaders, optimizer and schedule of one stage, and its epoch loop."""
 
     def __init__(self, config: Config, objective: Objective, run: RunDir, records: list[ImageRecord],
-                 resuming: bool, progress: bool):
+                 resuming: bool, progress: bool, ignored: IgnoredFiles | None = None):
         self.config, self.objective, self.run_dir = config, objective, run
         self.settings: TrainConfig = objective.settings(config)
         self.world = distributed.world()
@@ -197,8 +201,14 @@ class TrainingStage:
         self.device = distributed.process_device(resolve_device(config.train.device))
         self.precision = training_precision(self.settings.amp, self.device)
         self.records = records
-        self.train_records = objective.train_records(records)
-        self.val_records = [r for r in records if r.split == "val"]
+        self.ignored = ignored or IgnoredFiles()
+        self.skipped = SkipLog()
+        if self.world.is_main:  # headers are read once, and the verdicts shared with the other processes
+            _check_headers([r for r in records if r.split in ("train", "val")], config.data.max_pixels, self.skipped)
+        unusable = distributed.broadcast(set(self.skipped.entries))
+        usable = [r for r in records if r.split in ("train", "val") and r.path not in unusable]
+        self.train_records = objective.train_records(usable)
+        self.val_records = [r for r in usable if r.split == "val"]
         if not self.val_records:
             raise TrainingError(
                 "the validation split is empty, so no checkpoint could be selected; "
@@ -212,8 +222,8 @@ class TrainingStage:
             net, device_ids=[self.device.index] if self.device.type == "cuda" else None)
         self.resuming, self.progress = resuming, progress
         if self.world.is_main:
-            run.root.mkdir(parents=True, exist_ok=True)
-            run.config.write_text(config.to_yaml())
+            run.prepare()
+            write_atomic(run.config, config.to_yaml())
             write_split_csv(records, run.splits)
         self.train_loader, self.val_loader = self._loaders()
         self._stream = None  # the one endless iterator over a ShardStream
@@ -225,13 +235,17 @@ class TrainingStage:
         self.optimizer = _make_optimizer(self.net, self.settings)
         self.scheduler = make_scheduler(self.optimizer, self.steps_per_epoch, self.settings.warmup_epochs,
                                         self.settings.lr_decay)
-        self.skipped = SkipLog()
         self.data_summary = summarize(records)
 
     def run(self) -> TrainResult:
         tc, net = self.settings, self.net
         log.info("data: %s", json.dumps({s: {k: sum(v.values()) for k, v in d.items()}
                                          for s, d in self.data_summary.items()}))
+        if self.ignored.total:
+            log.info("scanning the source folders %s", self.ignored)
+        if len(self.skipped):
+            log.warning("%d training or validation file(s) unusable from their header alone; see %s",
+                        len(self.skipped), self.run_dir.skipped)
         if self.resuming:
             state = self._load_resume()
             log.info("resuming %s at epoch %d", self.run_dir.root, state.next_epoch + 1)
@@ -260,8 +274,9 @@ class TrainingStage:
             if len(self.skipped):
                 log.warning("%s; see %s", self.skipped.summary(), self.run_dir.skipped)
             summary = {"best_epoch": result.best_epoch, "select_metric": tc.select_metric,
-                       "best_val": result.best_val, "skipped": result.skipped, "data": self.data_summary}
-            self.run_dir.summary.write_text(json.dumps(summary, indent=2))
+                       "best_val": result.best_val, "skipped": result.skipped, "ignored": self.ignored.to_dict(),
+                       "data": self.data_summary}
+            write_atomic(self.run_dir.summary, json.dumps(summary, indent=2))
         return result
 
     def _epoch(self, epoch: int, state: _Progress) -> None:
@@ -285,18 +300,19 @@ class TrainingStage:
         state.next_epoch = epoch + 1
         if not self.world.is_main:
             return
-        with self.run_dir.metrics_log.open("a") as fh:
-            fh.write(json.dumps(row) + "\n")
         log.info(
             "epoch %d/%d  train loss %.4f | val loss %.4f acc %.3f auc %s%s",
             epoch + 1, tc.epochs, train_stats["loss"], val["loss"], val["accuracy"],
             "n/a" if val["roc_auc"] is None else f"{val['roc_auc']:.3f}", "  (best)" if improved else "",
         )
+        # Checkpoints first, then the metrics line: metrics.jsonl never lists an epoch whose
+        # checkpoint failed to write (a full disk ends the run here, with one clear error).
         meta = self._checkpoint_meta(epoch + 1, val)
         save_network(self.run_dir.last, self.net, meta)
         if improved:
             save_network(self.run_dir.best, self.net, meta)
         self._save_resume(state)
+        write_atomic(self.run_dir.metrics_log, "".join(json.dumps(h) + "\n" for h in state.history))
 
     def _loaders(self):
         """Each process loads its share of the batch: its part of every epoch, and of the validation split.
@@ -389,7 +405,7 @@ class TrainingStage:
         if len(labels_t) == 0:
             raise TrainingError("no validation image could be read; see skipped.csv")
         metrics = binary_metrics(labels_t.tolist(), probability_synthetic(logits_t).tolist(),
-                                 self.config.train.threshold)
+                                 self.config.train.threshold, log_odds(logits_t).tolist())
         metrics["loss"] = self.objective.validation_loss(logits_t, labels_t, self.net)
         return metrics
 
@@ -419,9 +435,8 @@ class TrainingStage:
             "state": state.__dict__,
             "rng": torch.get_rng_state(),
         }
-        tmp = self.run_dir.resume.with_suffix(".tmp")
-        torch.save(payload, tmp)
-        tmp.replace(self.run_dir.resume)
+        with atomic_path(self.run_dir.resume) as tmp:
+            torch.save(payload, tmp)
 
     def _load_resume(self) -> _Progress:
         path = self.run_dir.resume
@@ -444,6 +459,22 @@ def _make_optimizer(net: DetectorNet, tc: TrainConfig) -> torch.optim.Optimizer:
         return torch.optim.SGD(params, lr=tc.lr, momentum=tc.momentum, weight_decay=tc.weight_decay)
     cls = torch.optim.AdamW if tc.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=tc.lr, weight_decay=tc.weight_decay)
+
+
+def _check_headers(records: list[ImageRecord], max_pixels: int, skipped: SkipLog) -> None:
+    """Add the local files that fail decoding's header checks to ``skipped`` (stage "check").
+
+    No pixel is decoded, so this is cheap, and it lists unreadable files that the sampler
+    would never have drawn. Data corrupt beyond a sound header is found when a file is read;
+    so are shard members and URLs, whose headers would cost a pass over remote or sharded data.
+    """
+    for record in records:
+        if parse_member_ref(record.path) or is_url(record.path):
+            continue
+        try:
+            check_image(record.path, max_pixels)
+        except ImageDecodeError as exc:
+            skipped.add(record.path, exc.reason, "check")
 
 
 def _logging_failures(loader, skipped: SkipLog, names: list[str], stage: str) -> Iterator[Batch]:
