@@ -31,12 +31,20 @@ from rich.text import Text
 
 from synthdet import weights
 from synthdet.checkpoint import CheckpointError
-from synthdet.config import ConfigError, config_from_dict, load_config, resolve_paths
+from synthdet.config import ConfigError, SplitFractions, config_from_dict, load_config, resolve_paths
 from synthdet.data.decode import load_image
-from synthdet.data.sources import IgnoredFiles, SourceError, records_from_arguments, sources_from_arguments
+from synthdet.data.shards import ShardError, locate
+from synthdet.data.sources import (
+    IgnoredFiles,
+    SourceError,
+    collect_records,
+    records_from_arguments,
+    sources_from_arguments,
+)
 from synthdet.data.toy import write_toy_dataset
 from synthdet.evaluation.tables import PROTOCOL_COLUMNS, fmt, protocol_summary_line
 from synthdet.importers import import_aics_cifake
+from synthdet.inference import batch
 from synthdet.inference.detector import Detector, PredictOptions, model_path
 from synthdet.inference.inputs import expand_inputs
 from synthdet.inference.onnx_export import export_onnx, load_onnx
@@ -44,6 +52,8 @@ from synthdet.model_card import model_card
 from synthdet.network import check_checkpoint
 from synthdet.inference.video import VideoError, check_sampling, is_video, predict_video
 from synthdet.rundir import OutputError, RunDir, new_run_dir, prepare_folder
+from synthdet.runtime import resolve_device
+from synthdet.training import distributed
 from synthdet.training.trainer import TrainingError
 
 if TYPE_CHECKING:
@@ -75,7 +85,8 @@ PUBLIC_DEMO_SETS = ("chatgpt-gemini-small", "gan-diffusion-playground", "gan-exa
 
 #: Errors that are the user's to fix: shown as one clear line, no traceback. OSError covers
 #: a file that cannot be read or written (a full disk, standard output to a full device).
-USER_ERRORS = (ConfigError, SourceError, CheckpointError, TrainingError, OutputError, OSError, weights.WeightsError)
+USER_ERRORS = (ConfigError, SourceError, CheckpointError, TrainingError, OutputError, OSError, weights.WeightsError,
+               ShardError, batch.ScoreError)
 
 
 def main() -> None:
@@ -120,12 +131,20 @@ def train(
         None, help="choose the threshold on validation for this false-positive rate (e.g. 0.01)"
     ),
     test: bool = typer.Option(True, help="evaluate the best checkpoint on the test split afterwards"),
+    nproc: int = typer.Option(1, min=1, help="processes on this machine, one per GPU (or CPU share): runs torchrun"),
 ):
     """Train a detector from a YAML config; the best epoch is chosen on the validation split.
 
     Afterwards the best checkpoint is calibrated on validation, scored on the test split,
-    and RUN_DIR/report.html is written.
+    and RUN_DIR/report.html is written. Under torchrun (or with --nproc N) every process
+    trains on its part of each epoch with DistributedDataParallel; train.batch_size is
+    the batch of all processes together.
     """
+    if nproc > 1:
+        forwarded = [*(args or []), *(f"--data={d}" for d in data or []), *([] if test else ["--no-test"]),
+                     *([f"--resume={resume}"] if resume else []),
+                     *([f"--target-fpr={target_fpr}"] if target_fpr is not None else [])]
+        raise typer.Exit(distributed.launch(nproc, ["train", *forwarded]))
     args = list(args or [])
     config_path = None if resume or not args or "=" in args[0] else args.pop(0)
     if resume:
@@ -141,7 +160,10 @@ def train(
         raise ConfigError(f"{config_path}: no data sources; add data.sources or give --data FOLDER")
     from synthdet import pipeline
 
-    result = pipeline.train(config, resume=resume, test=test)
+    with distributed.process_group(cuda=resolve_device(config.train.device).type == "cuda"):
+        result = pipeline.train(config, resume=resume, test=test)
+        if not distributed.world().is_main:
+            return
     chosen = f"best epoch {result.best_epoch}" if result.history else f"best head (candidate {result.best_epoch})"
     out.print(f"{chosen}: val accuracy {fmt(result.best_val['accuracy'])}, "
               f"ROC-AUC {fmt(result.best_val['roc_auc'])}  ->  {result.best_checkpoint}")
@@ -399,6 +421,51 @@ class _PredictionOutput:
 
 
 @app.command()
+def score(
+    inputs: List[str] = typer.Argument(
+        ..., help="images, folders, glob patterns, CSV manifests, tar shards (quote brace patterns), local or URLs"),
+    out_path: str = typer.Option(..., "--out", help="Parquet folder to create (local or URL)"),
+    model: Optional[Path] = MODEL,
+    engine: str = typer.Option("local", help="local (this machine) or ray (Ray Data actors, local or a cluster)"),
+    address: Optional[str] = typer.Option(None, help="ray: cluster address (default: $RAY_ADDRESS, else a local Ray)"),
+    actors: Optional[int] = typer.Option(None, min=1, help="ray: scoring actors (default: the cluster's CPUs "
+                                                          "or GPUs over what one actor takes)"),
+    cpus_per_actor: float = typer.Option(1.0, help="ray: CPUs each actor reserves (and torch threads)"),
+    gpus_per_actor: float = typer.Option(0.0, help="ray: GPUs each actor reserves (0.25: four actors share a GPU)"),
+    tiles: Optional[bool] = typer.Option(
+        None, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop (default: the model's "
+                                         "view, else tiles)"),
+    threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
+    batch_size: int = BATCH_SIZE,
+    workers: int = typer.Option(-1, min=-1, help="local: decoding processes (-1: one per core)"),
+    device: str = typer.Option("auto", help="local: auto, cpu, cuda[:N] or mps"),
+):
+    """Score many images into Parquet (input, label, prob_synthetic, predicted, uncertain, error, model_sha256).
+
+    Both engines write the same rows, decoded within the same pixel budget as predict; an
+    image that cannot be read is a row with an error, and files a folder scan passes over
+    are counted. Read the result with pandas.read_parquet(OUT).
+    """
+    if engine not in ("local", "ray"):
+        raise ConfigError(f"unknown engine {engine!r}; use local or ray")
+    options = PredictOptions(tiles=tiles, threshold=threshold, batch_size=batch_size, workers=workers)
+    ignored = IgnoredFiles()
+    items = batch.list_inputs(inputs, ignored)
+    started = time.perf_counter()
+    if engine == "ray":
+        batch.score_ray(model, items, out_path, options, actors, cpus_per_actor, gpus_per_actor, address)
+    else:
+        batch.score_local(model, items, out_path, options, device, progress=True)
+    results = batch.read_results(out_path)
+    scored = results.column("error").null_count
+    out.print(f"{results.num_rows} input(s) in {time.perf_counter() - started:.1f} s: {scored} scored, "
+              f"{results.num_rows - scored} failed -> {out_path}"
+              + (f"; in the folders given, {ignored}" if ignored.total else ""), highlight=False)
+    if scored == 0:
+        raise typer.Exit(1)
+
+
+@app.command()
 def export(
     checkpoint: Path = typer.Argument(..., help="checkpoint (.safetensors)"),
     format: str = typer.Option("onnx", "--format", help="onnx"),
@@ -594,7 +661,7 @@ def weights_path(key: str = typer.Argument(...)):
     print(weights.resolve(key))
 
 
-data_app = typer.Typer(help="Get training data.", no_args_is_help=True)
+data_app = typer.Typer(help="Get training data, and shard it.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 
@@ -634,3 +701,68 @@ def data_pull(
               f"{result.seconds:.1f} s; manifest {result.manifest}, report {result.report}")
     if problems:
         raise typer.Exit(1)
+
+
+@data_app.command("shard")
+def data_shard(
+    sources: List[str] = typer.Argument(..., help="folders, .csv manifests, .yaml configs (their sources) or shards"),
+    out_dir: Path = typer.Argument(..., help="folder for NAME-000000.tar, ... and index.json"),
+    per_shard: int = typer.Option(1000, min=1, help="images per shard"),
+    name: str = typer.Option("shard", help="shard file prefix and the index's name"),
+    label: Optional[str] = typer.Option(None, help="label of every image in a folder without class subfolders"),
+    splits: Optional[str] = typer.Option(
+        None, help="train,val,test fractions for sources without fixed splits (default: the configs' data.splits, "
+                   "else 0.8,0.1,0.1)"),
+    seed: int = typer.Option(0, help="shuffles the images across shards (and seeds max_images samples)"),
+):
+    """Write WebDataset tar shards and their index from any source synthdet reads.
+
+    Image files are copied unchanged, shuffled across shards; each sample's label, source,
+    group and split go into its .json and the index, so a run on the shards keeps these
+    splits. Train with --data OUT (or a source `shards: OUT`). Unreadable files are listed
+    in OUT/skipped.csv.
+    """
+    if splits is not None:
+        fractions = _split_fractions(splits)
+    else:
+        configured = [load_config(s).data.splits for s in sources if Path(s).suffix.lower() in (".yaml", ".yml")]
+        if any(c != configured[0] for c in configured):
+            raise ConfigError("the configs split their data differently; choose with --splits TRAIN,VAL,TEST")
+        fractions = configured[0] if configured else SplitFractions()
+    from synthdet.data.sharding import write_shards
+
+    ignored = IgnoredFiles()
+    records = collect_records(sources_from_arguments(sources, label), fractions, seed, ignored)
+    shards, skipped = write_shards(records, out_dir, per_shard, name, seed, progress=True)
+    if len(skipped):
+        skipped.write(out_dir / "skipped.csv")
+        err.print(f"{skipped.summary()}, see {out_dir / 'skipped.csv'}")
+    if ignored.total:
+        err.print(f"in the source folders, {ignored}", highlight=False)
+    out.print(f"wrote {sum(len(s.samples) for s in shards)} images in {len(shards)} shard(s) and "
+              f"{out_dir / 'index.json'}")
+
+
+@data_app.command("index")
+def data_index(
+    shards: str = typer.Argument(..., help="shards to index: a .tar or a brace pattern (quoted), local or URL"),
+    name: Optional[str] = typer.Option(None, help="the index's name, and the source of samples that name none"),
+    splits: str = typer.Option("0.8,0.1,0.1", help="train,val,test fractions for samples without a split"),
+):
+    """Write index.json beside shards made by another tool (label from each sample's .json or .cls)."""
+    from synthdet.data.sharding import index_shards
+
+    location, urls = locate(shards)
+    if urls is None:
+        raise ConfigError(f"{shards}: name the shards to index (a .tar or a pattern such as pool-{{000000..000015}}.tar)")
+    name = name or location.rsplit("/", 2)[-2]
+    indexed = index_shards(urls, location, name, _split_fractions(splits))
+    out.print(f"indexed {sum(len(s.samples) for s in indexed)} samples in {len(indexed)} shard(s): {location}")
+
+
+def _split_fractions(text: str) -> SplitFractions:
+    try:
+        train, val, test = (float(x) for x in text.split(","))
+        return SplitFractions(train=train, val=val, test=test)
+    except ValueError as exc:
+        raise ConfigError(f"--splits must be three fractions that sum to 1, like 0.8,0.1,0.1 ({exc})") from None

@@ -25,6 +25,7 @@ from pydantic import (
 )
 
 from synthdet.data.decode import DEFAULT_MAX_PIXELS
+from synthdet.data.storage import is_url
 from synthdet.features import REPRESENTATIONS
 from synthdet.models import list_models
 from synthdet.weights import KNOWN_WEIGHTS
@@ -66,6 +67,10 @@ class SourceConfig(_Strict):
     name: str | None = Field(None, description="shown in per-source tables; default: folder or file name")
     path: Path | None = Field(None, description="folder searched recursively for images")
     manifest: Path | None = Field(None, description="CSV with columns path,label[,source][,split][,group]")
+    shards: str | None = Field(
+        None, description="WebDataset tar shards with their index: a folder or URL holding index.json, the index "
+                          "file, or a pattern such as pool-{000000..000015}.tar (splits come from the index)"
+    )
     label: Literal["real", "synthetic"] | None = Field(
         None, description="label of every image; omit to read it from class subfolders or the manifest"
     )
@@ -82,14 +87,22 @@ class SourceConfig(_Strict):
 
     @model_validator(mode="after")
     def _one_location(self) -> "SourceConfig":
-        if (self.path is None) == (self.manifest is None):
-            raise ValueError("give exactly one of 'path' (a folder) or 'manifest' (a CSV file)")
+        if sum(x is not None for x in (self.path, self.manifest, self.shards)) != 1:
+            raise ValueError("give exactly one of 'path' (a folder), 'manifest' (a CSV file) or 'shards' (tar shards)")
         return self
 
     @property
     def display_name(self) -> str:
-        location = self.path if self.path is not None else self.manifest
-        return self.name or (location.stem if self.manifest is not None else location.name)
+        if self.name:
+            return self.name
+        if self.path is not None:
+            return self.path.name
+        if self.manifest is not None:
+            return self.manifest.stem
+        folder = self.shards.rstrip("/")  # the folder that holds the shards and their index
+        if folder.endswith((".tar", ".json")):
+            folder = folder.rsplit("/", 1)[0]
+        return folder.rsplit("/", 1)[-1]
 
 
 class SplitFractions(_Strict):
@@ -312,7 +325,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
 
 
 def resolve_paths(config: Config, base_dir: Path) -> Config:
-    """Make source, manifest and pretrained paths absolute relative to ``base_dir`` (weights keys stay keys)."""
+    """Make source, manifest, shard and pretrained paths absolute relative to ``base_dir`` (not URLs, weights keys)."""
 
     def absolute(p: Path | None) -> Path | None:
         return None if p is None else (p if p.is_absolute() else (base_dir / p)).resolve()
@@ -320,6 +333,8 @@ def resolve_paths(config: Config, base_dir: Path) -> Config:
     for source in config.data.sources:
         source.path = absolute(source.path)
         source.manifest = absolute(source.manifest)
+        if source.shards is not None and not is_url(source.shards):
+            source.shards = str(absolute(Path(source.shards)))
     if config.model.pretrained is not None and config.model.pretrained not in KNOWN_WEIGHTS:
         config.model.pretrained = str(absolute(Path(config.model.pretrained)))
     return config

@@ -20,6 +20,7 @@ from synthdet.evaluation.report import write_report
 from synthdet.inference.detector import Detector
 from synthdet.models import model_entry
 from synthdet.rundir import RunDir
+from synthdet.training import distributed
 from synthdet.training.one_class import train_one_class
 from synthdet.training.probe import train_probe
 from synthdet.training.trainer import SupervisedObjective, TrainResult, run_stage
@@ -41,6 +42,7 @@ def train(config: Config, resume: str | Path | None = None, progress: bool = Tru
 
     ``records`` replaces the images of the config's sources (protocols train on subsets).
     ``test=False`` leaves the test split alone (protocols score their held-out images instead).
+    Under torchrun every process trains; the main process alone calibrates, tests and reports.
     """
     entry = model_entry(config.model.name)
     if entry.one_class:
@@ -51,6 +53,8 @@ def train(config: Config, resume: str | Path | None = None, progress: bool = Tru
         trained = run_stage(config, SupervisedObjective(), resume, progress, records=records)
     run = RunDir(trained.run_dir)
     result = RunResult(**trained.__dict__)
+    if not distributed.world().is_main:
+        return result
     result.calibration = _calibrate(run, config)
     if trained.history:
         run.best_effort("training curves", training_curves, trained.history, run.curves)

@@ -13,10 +13,13 @@ import random
 from collections import Counter
 from dataclasses import dataclass, asdict
 from pathlib import Path
+from typing import Callable
 
 from synthdet.config import SourceConfig, SplitFractions, load_config
 from synthdet.data.decode import image_extensions
 from synthdet.data.labels import CLASS_NAMES, LABEL_ALIASES, parse_label
+from synthdet.data.shards import INDEX_NAME, load_shards, member_ref
+from synthdet.data.storage import is_url
 from synthdet.rundir import atomic_path
 
 SPLITS = ("train", "val", "test")
@@ -82,12 +85,14 @@ def collect_records(
     """
     records: list[ImageRecord] = []
     for source in sources:
-        if source.manifest:
+        if source.shards is not None:
+            found = _shard_records(source)
+        elif source.manifest:
             found = _manifest_records(source, fractions)
         else:
             found = _folder_records(source, fractions, ignored)
         if not found:
-            where = source.path or source.manifest
+            where = source.path or source.manifest or source.shards
             raise SourceError(f"{where}: source {source.display_name!r} has no images")
         if source.max_images and len(found) > source.max_images:
             found = random.Random(f"{seed}:{source.display_name}").sample(found, source.max_images)
@@ -100,11 +105,10 @@ def sources_from_arguments(specs: list[str | Path], label: str | None = None) ->
     """Training sources named on a command line: folders, CSV manifests, or the sources of YAML configs."""
     sources: list[SourceConfig] = []
     for spec in specs:
-        path = Path(spec)
-        if path.suffix.lower() in (".yaml", ".yml"):
-            sources.extend(load_config(path).data.sources)
+        if Path(spec).suffix.lower() in (".yaml", ".yml"):
+            sources.extend(load_config(spec).data.sources)
         else:
-            sources.append(_source_for_path(path, label, split="auto"))
+            sources.append(_source_for_path(spec, label, split="auto"))
     return sources
 
 
@@ -115,40 +119,48 @@ def records_from_arguments(specs: list[str | Path], split: str = "test", label: 
     From a config, the images of ``split`` (``all`` for every split) are taken, so
     evaluating a training config scores exactly its held-out test images. A folder or a
     manifest given directly is evaluation data: all its images count as test images
-    (a manifest's own ``split`` column, if any, still applies). Files folder scans pass
-    over are counted in ``ignored`` when given.
+    (a manifest's own ``split`` column, if any, still applies, as do the splits of shards).
+    Files folder scans pass over are counted in ``ignored`` when given.
     """
     records: list[ImageRecord] = []
     for spec in specs:
-        path = Path(spec)
-        if path.suffix.lower() in (".yaml", ".yml"):
-            config = load_config(path)
+        if Path(spec).suffix.lower() in (".yaml", ".yml"):
+            config = load_config(spec)
             found = collect_records(config.data.sources, config.data.splits, config.seed, ignored)
         else:
-            found = collect_records([_source_for_path(path, label, split="test")], SplitFractions(), ignored=ignored)
+            found = collect_records([_source_for_path(spec, label, split="test")], SplitFractions(), ignored=ignored)
         records.extend(r for r in found if split == "all" or r.split == split)
     if not records:
         raise SourceError(f"no {split} images in {', '.join(map(str, specs))}")
     return records
 
 
-def _source_for_path(path: Path, label: str | None, split: str) -> SourceConfig:
+def _source_for_path(spec: str | Path, label: str | None, split: str) -> SourceConfig:
+    """A folder, a manifest, or tar shards (a URL, a .tar or brace pattern, an index, a folder with an index).
+
+    Shards keep the splits their index fixed, as a manifest keeps its split column.
+    """
+    text, path = str(spec), Path(spec)
+    if is_url(text) or text.endswith((".tar", ".json")) or (path / INDEX_NAME).is_file():
+        if label is not None:
+            raise SourceError(f"{text}: shards carry their own labels; --label applies to folders")
+        return SourceConfig(shards=text if is_url(text) else str(path.resolve()))
     if path.is_dir():
         return SourceConfig(path=path.resolve(), label=label, split=split)
     if path.suffix.lower() == ".csv":
         return SourceConfig(manifest=path.resolve(), label=label, split=split)
-    raise SourceError(f"{path}: expected a folder, a .csv manifest or a .yaml config")
+    raise SourceError(f"{path}: expected a folder, a .csv manifest, tar shards or a .yaml config")
 
 
-def iter_image_files(root: Path, ignored: IgnoredFiles | None = None):
+def iter_image_files(root: str | Path, ignored: IgnoredFiles | None = None, walk: Callable = os.walk):
     """Image files below ``root`` (by extension Pillow knows), sorted, following no symlinked dirs.
 
     Hidden names (starting with a dot) are skipped, folders included; what is skipped is
-    counted in ``ignored`` when given.
+    counted in ``ignored`` when given. ``walk`` lists other file systems alike (fsspec's ``fs.walk``).
     """
     extensions = image_extensions()
     ignored = ignored if ignored is not None else IgnoredFiles()
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in walk(root):
         ignored.hidden += sum(name.startswith(".") for name in dirnames)
         dirnames[:] = sorted(name for name in dirnames if not name.startswith("."))
         for filename in sorted(filenames):
@@ -169,7 +181,7 @@ def _folder_records(source: SourceConfig, fractions: SplitFractions,
     records, unlabeled = [], []
     for file in iter_image_files(root, ignored):
         rel = file.relative_to(root)
-        label = fixed_label if fixed_label is not None else _label_from_folders(rel)
+        label = fixed_label if fixed_label is not None else label_from_folders(rel)
         if label is None:
             unlabeled.append(str(rel))
             continue
@@ -186,7 +198,7 @@ def _folder_records(source: SourceConfig, fractions: SplitFractions,
     return records
 
 
-def _label_from_folders(rel: Path) -> int | None:
+def label_from_folders(rel: Path) -> int | None:
     """Label from the nearest enclosing folder whose name is a class alias."""
     for part in reversed(rel.parent.parts):
         label = LABEL_ALIASES.get(part.lower())
@@ -227,6 +239,23 @@ def _manifest_records(source: SourceConfig, fractions: SplitFractions) -> list[I
             if split == "auto":
                 split = split_for(group, fractions)
             records.append(ImageRecord(str(path.resolve()), label, name, split, group))
+    return records
+
+
+def _shard_records(source: SourceConfig) -> list[ImageRecord]:
+    """The samples a shard index lists, with the splits it fixed (a source's own ``split`` overrides them)."""
+    records, unlabeled = [], []
+    for shard in load_shards(source.shards)[1]:
+        for sample in shard.samples:
+            if sample.label is None:
+                unlabeled.append(sample.member)
+                continue
+            split = source.split if source.split != "auto" else sample.split
+            records.append(ImageRecord(member_ref(shard.url, sample.member), sample.label, sample.source, split,
+                                       sample.group))
+    if unlabeled:
+        raise SourceError(f"{source.shards}: {len(unlabeled)} sample(s) have no label in a .json or .cls member "
+                          f"(e.g. {unlabeled[0]}); label them before training on them")
     return records
 
 

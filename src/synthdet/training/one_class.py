@@ -26,11 +26,15 @@ from synthdet.data.sources import ImageRecord
 from synthdet.network import DetectorNet, build_network
 from synthdet.rundir import RunDir, new_run_dir
 from synthdet.runtime import autocast
+from synthdet.training.distributed import world
 from synthdet.training.trainer import SupervisedObjective, TrainingError, TrainResult, run_stage
 
 
 def train_one_class(config: Config, resume: str | Path | None, progress: bool,
                     records: list[ImageRecord] | None = None) -> TrainResult:
+    if world().size > 1:
+        raise TrainingError(f"one-class models ({config.model.name}) train in one process: their loss reads the "
+                            f"embedding outside the DDP forward pass; run without torchrun or --nproc")
     run_dir = RunDir(resume) if resume else new_run_dir(config.output_dir, config.name)
     embedding = config.model.pretrained
     if embedding is None:

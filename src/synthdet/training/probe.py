@@ -43,6 +43,7 @@ from synthdet.inference.views import AugmentedView, make_view
 from synthdet.network import build_network, save_network
 from synthdet.rundir import new_run_dir, write_atomic
 from synthdet.runtime import resolve_device, seed_everything
+from synthdet.training.distributed import world
 from synthdet.training.trainer import TrainingError, TrainResult
 
 log = logging.getLogger("synthdet.train")
@@ -66,6 +67,9 @@ def train_probe(config: Config, resume: str | Path | None = None, progress: bool
                 records: list[ImageRecord] | None = None) -> TrainResult:
     if resume:
         raise TrainingError("a probe trains in one go from cached embeddings; start a new run instead of --resume")
+    if world().size > 1:
+        raise TrainingError(f"probes ({config.model.name}) train in one process: the head fits in seconds on "
+                            f"cached embeddings; run without torchrun or --nproc")
     if config.model.pretrained is None:
         raise TrainingError("a probe needs model.pretrained: a weights key (see `synthdet weights list`) or a file")
     if config.features.representations != ["rgb"] or config.features.grayscale:
