@@ -33,6 +33,8 @@ PROBES = {
     "CLIP, intermediate CLS tokens": ("clip_vit_b16", {**CLIP, "embedding": ["tokens"]}, "crop"),
     "CLIP, intermediate CLS tokens, resize": ("clip_vit_b16", {**CLIP, "embedding": ["tokens"]}, "resize"),
     "CLIP, intermediate CLS tokens, 5 tiles": ("clip_vit_b16", {**CLIP, "embedding": ["tokens"]}, "tiles"),
+    "CLIP, intermediate CLS tokens, MLP head": (
+        "clip_vit_b16", {**CLIP, "embedding": ["tokens"], "head": "mlp"}, "crop"),
     "CLIP, final + low-level statistics": (
         "clip_vit_b16", {**CLIP, "embedding": ["final"], "low_level": ["spectrum", "residual"]}, "crop"),
     "CLIP, tokens + low-level statistics, 5 tiles": (
@@ -50,6 +52,8 @@ def config_for(name: str, out: Path):
         "model": {"name": "probe", "pretrained": key, "options": options},
         "train": {"select_metric": "auc", "batch_size": 32},
     }
+    if options.get("head") == "mlp":  # as configs/default_detector.yaml trains it
+        raw["train"] |= {"epochs": 30, "lr": 1e-3, "batch_size": 256}
     return config_from_dict(raw)
 
 
