@@ -69,7 +69,12 @@ class SourceConfig(_Strict):
         None, description="label of every image; omit to read it from class subfolders or the manifest"
     )
     split: Literal["auto", "train", "val", "test"] = Field(
-        "auto", description="auto: hashed into train/val/test; otherwise the whole source goes to that split"
+        "auto", description="auto: split folders if any (see split_folders), else hashed into train/val/test; "
+        "otherwise the whole source goes to that split"
+    )
+    split_folders: Literal["auto", "use", "ignore"] = Field(
+        "auto", description="a folder's own train/ val/ test/ subfolders (CIFAKE, CNNDetection, GenImage) as its "
+        "splits, val carved from train by hash when there is none; auto: when present, use: required, ignore: hash"
     )
     group_by: Literal["file", "folder"] = Field(
         "file", description="folder: images of one folder stay in one split (video frames, sequences)"
@@ -81,6 +86,8 @@ class SourceConfig(_Strict):
     def _one_location(self) -> "SourceConfig":
         if (self.path is None) == (self.manifest is None):
             raise ValueError("give exactly one of 'path' (a folder) or 'manifest' (a CSV file)")
+        if self.split_folders == "use" and (self.path is None or self.split != "auto"):
+            raise ValueError("split_folders: use needs a folder source ('path') with split: auto")
         return self
 
     @property
