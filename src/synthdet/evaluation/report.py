@@ -110,11 +110,15 @@ def _config(run: RunDir) -> list[Section]:
 def _data(run: RunDir) -> list[Section]:
     blocks: list[Block] = []
     if run.summary.is_file():
-        data = json.loads(run.summary.read_text()).get("data", {})
+        summary = json.loads(run.summary.read_text())
         rows = [{"source": source, "split": split, "real": counts.get("real", 0),
                  "synthetic": counts.get("synthetic", 0)}
-                for source, splits in data.items() for split, counts in splits.items()]
+                for source, splits in summary.get("data", {}).items() for split, counts in splits.items()]
         blocks.append(Table(("source", "split", "real", "synthetic"), rows))
+        rules = [{"source": source, "how the splits were made": rule}
+                 for source, rule in summary.get("split_rules", {}).items()]
+        if rules:
+            blocks.append(Table(("source", "how the splits were made"), rules))
     skipped = _read_csv(run.skipped)
     if run.summary.is_file() or skipped:
         blocks.append(Paragraph(f"{len(skipped)} file(s) skipped" + (":" if skipped else ".")))
@@ -163,7 +167,8 @@ def _evaluations(run: RunDir) -> list[Section]:
         blocks: list[Block] = [
             Table(SOURCE_COLUMNS, metrics["per_source"]),
             Paragraph(f"Mean accuracy over sources: {fmt(metrics['mean_source_accuracy'])}. "
-                      f"Threshold {fmt(m['threshold'])}; {len(metrics['skipped'])} file(s) could not be read."),
+                      f"Threshold {fmt(m['threshold'])}; {len(metrics['skipped'])} file(s) could not be read."
+                      + (f" Each image was scored on: {metrics['view']}." if "view" in metrics else "")),
             Table(tuple(overall), [overall]),
         ]
         for name, caption in (("confusion", "Confusion matrix"), ("roc", "ROC curve"), ("pr", "Precision-recall")):

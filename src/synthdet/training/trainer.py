@@ -28,7 +28,7 @@ from synthdet.checkpoint import CheckpointMeta, ModelSpec
 from synthdet.config import Config, TrainConfig
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.data.loader import Batch, ImageDataset, SkipLog, make_loader
-from synthdet.data.sources import ImageRecord, collect_records, summarize, write_split_csv
+from synthdet.data.sources import ImageRecord, collect_records, split_rule, summarize, write_split_csv
 from synthdet.data.transforms import EvalTransform, TrainTransform
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.scoring import iter_logits, probability_synthetic
@@ -152,10 +152,13 @@ def run_stage(config: Config, objective: Objective, resume: str | Path | None = 
     subsets); its train and val splits are used, anything in test is left alone.
     """
     seed_everything(config.seed)
+    split_rules = {}  # given records were split by their caller (a protocol)
     if records is None:
         records = collect_records(config.data.sources, config.data.splits, config.seed)
+        split_rules = {s.display_name: split_rule(s, config.data.splits) for s in config.data.sources}
     run = RunDir(resume) if resume else run_dir or new_run_dir(config.output_dir, config.name)
-    stage = TrainingStage(config, objective, run, records, resuming=resume is not None, progress=progress)
+    stage = TrainingStage(config, objective, run, records, resuming=resume is not None, progress=progress,
+                          split_rules=split_rules)
     handler = logging.FileHandler(run.log)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
     log.addHandler(handler)
@@ -172,7 +175,7 @@ class TrainingStage:
     """Network, loaders, optimizer and schedule of one stage, and its epoch loop."""
 
     def __init__(self, config: Config, objective: Objective, run: RunDir, records: list[ImageRecord],
-                 resuming: bool, progress: bool):
+                 resuming: bool, progress: bool, split_rules: dict[str, str] | None = None):
         self.config, self.objective, self.run_dir = config, objective, run
         self.settings: TrainConfig = objective.settings(config)
         self.device = resolve_device(config.train.device)
@@ -199,11 +202,14 @@ class TrainingStage:
                                         self.settings.lr_decay)
         self.skipped = SkipLog()
         self.data_summary = summarize(records)
+        self.split_rules = split_rules or {}
 
     def run(self) -> TrainResult:
         tc, net = self.settings, self.net
         log.info("data: %s", json.dumps({s: {k: sum(v.values()) for k, v in d.items()}
                                          for s, d in self.data_summary.items()}))
+        for source, rule in self.split_rules.items():
+            log.info("splits of %s: %s", source, rule)
         if self.resuming:
             state = self._load_resume()
             log.info("resuming %s at epoch %d", self.run_dir.root, state.next_epoch + 1)
@@ -226,7 +232,7 @@ class TrainingStage:
         result = TrainResult(self.run_dir.root, self.run_dir.best, state.best_epoch, state.best_val, state.history,
                              len(self.skipped))
         summary = {"best_epoch": result.best_epoch, "select_metric": tc.select_metric, "best_val": result.best_val,
-                   "skipped": result.skipped, "data": self.data_summary}
+                   "skipped": result.skipped, "data": self.data_summary, "split_rules": self.split_rules}
         self.run_dir.summary.write_text(json.dumps(summary, indent=2))
         return result
 
