@@ -138,7 +138,8 @@ def test_cifake_layout_takes_train_and_test_folders_and_carves_val_from_train(tm
     assert 0.06 <= by_folder["train"]["val"] / 600 <= 0.14  # data.splits.val (10%) of train/, by hash
     assert Counter((r.split, r.label_name) for r in records if r.split == "test") == {("test", "real"): 50,
                                                                                       ("test", "synthetic"): 50}
-    assert split_rule(source, SplitFractions()) == "splits from folders train/, test/; val 10% of train/ (hashed by file)"
+    rule = split_rule(source, SplitFractions())
+    assert rule == "splits from folders train/, test/; val 10% of train/ (hashed by file)"
     again = collect_records([source], SplitFractions(train=0.7, val=0.1, test=0.2))
     assert again == records  # test and hash fractions do not move images between folder splits
 

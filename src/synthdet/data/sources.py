@@ -95,11 +95,6 @@ def split_rule(source: SourceConfig, fractions: SplitFractions) -> str:
     return rule
 
 
-def _val_from_train(fractions: SplitFractions) -> SplitFractions:
-    """Hash fractions that carve a val split (``fractions.val`` of the images) out of a train folder."""
-    return SplitFractions(train=1 - fractions.val, val=fractions.val, test=0)
-
-
 def collect_records(
     sources: list[SourceConfig], fractions: SplitFractions, seed: int = 0
 ) -> list[ImageRecord]:
@@ -155,7 +150,9 @@ def records_from_arguments(specs: list[str | Path], split: str = "test", label: 
 def _evaluation_source(path: Path, label: str | None) -> SourceConfig:
     """A folder or manifest to score: all test, unless a folder ships its own split folders."""
     source = _source_for_path(path, label, split="auto")
-    return source if source.path is not None and split_folders(source) else source.model_copy(update={"split": "test"})
+    if source.path is not None and split_folders(source):
+        return source
+    return source.model_copy(update={"split": "test"})
 
 
 def _source_for_path(path: Path, label: str | None, split: str) -> SourceConfig:
@@ -182,7 +179,8 @@ def _folder_records(source: SourceConfig, fractions: SplitFractions) -> list[Ima
         raise SourceError(f"{root}: source {source.display_name!r} is not a folder")
     fixed_label = parse_label(source.label) if source.label else None
     folders = split_folders(source)
-    carve = _val_from_train(fractions) if "val" not in folders.values() else None
+    # With no val folder, the usual hash sends data.splits.val of the train folder to val.
+    carve = None if "val" in folders.values() else SplitFractions(train=1 - fractions.val, val=fractions.val, test=0)
     records, unlabeled, unsplit = [], [], []
     for file in iter_image_files(root):
         rel = file.relative_to(root)
