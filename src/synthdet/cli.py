@@ -115,14 +115,25 @@ def evaluate(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (metrics, figures, report)"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
     tiles: bool = typer.Option(False, "--tiles/--no-tiles", help="score tiles like predict (default: center crop)"),
+    resize: bool = typer.Option(
+        False, "--resize", help="downscale each whole image to the crop size instead (as work on 32x32 models does)"
+    ),
     batch_size: int = BATCH_SIZE,
     workers: int = WORKERS,
     device: str = DEVICE,
 ):
-    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of CHECKPOINT on --data."""
+    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of CHECKPOINT on --data.
+
+    Each image is scored on the checkpoint's center crop, as in validation; --tiles covers
+    it like predict does; --resize resamples the whole image to the crop size, the one
+    place synthdet resizes (to compare with work that scores downscaled pictures).
+    """
+    if tiles and resize:
+        raise ConfigError("give --tiles or --resize, not both")
     records = records_from_arguments(data, split=split, label=label)
     detector = Detector.load(checkpoint, device)
-    result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles)
+    result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles,
+                              resize=resize)
     out_dir = out_dir or new_run_dir(Path("runs/evaluate"), checkpoint.parent.name or "eval").root
     write_evaluation(result, out_dir)
     print_evaluation(result)

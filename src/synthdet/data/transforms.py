@@ -2,7 +2,8 @@
 
 Crops never resample: the forensic signal is in the highest frequencies, and any resize
 (up or down) rewrites exactly those. Images smaller than the crop are therefore padded,
-not upscaled (see :func:`pad_to_size`).
+not upscaled (see :func:`pad_to_size`). The one exception is :class:`ResizeTransform`,
+asked for explicitly (``synthdet evaluate --resize``).
 """
 
 from __future__ import annotations
@@ -66,6 +67,20 @@ class EvalTransform:
 
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         return center_crop(pixels, *self.crop)
+
+
+@dataclass(frozen=True)
+class ResizeTransform:
+    """The whole image resampled to ``size`` (aspect ratio not kept), only for ``evaluate --resize``.
+
+    It scores models the way work that downscales does (the CIFAKE literature feeds
+    larger pictures to its 32 x 32 models resized), so such numbers can be compared.
+    """
+
+    size: tuple[int, int]  # (height, width); not called crop, as nothing is padded
+
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        return resize_to(pixels, *self.size)
 
 
 class TrainTransform:

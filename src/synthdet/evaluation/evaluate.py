@@ -9,6 +9,7 @@ from pathlib import Path
 
 from synthdet.data.loader import SkipLog
 from synthdet.data.sources import ImageRecord
+from synthdet.data.transforms import ResizeTransform
 from synthdet.evaluation import plots
 from synthdet.evaluation.metrics import binary_metrics, mean_source_accuracy, per_source_rows
 from synthdet.evaluation.tables import fmt, markdown_table
@@ -25,6 +26,7 @@ class EvaluationResult:
     mean_source_accuracy: float
     skipped: SkipLog
     predictions: list[tuple[ImageRecord, Prediction]] = field(default_factory=list)
+    view: str = "center crop"  # what the model saw of each image
 
     def scored(self) -> list[tuple[ImageRecord, Prediction]]:
         return [(r, p) for r, p in self.predictions if p.ok]
@@ -34,6 +36,7 @@ class EvaluationResult:
             "overall": self.metrics,
             "per_source": self.per_source,
             "mean_source_accuracy": self.mean_source_accuracy,
+            "view": self.view,
             "skipped": [{"path": p, "reason": r} for p, (r, _) in sorted(self.skipped.entries.items())],
         }
 
@@ -46,15 +49,21 @@ def evaluate_records(
     workers: int = -1,
     progress: bool = False,
     tiles: bool = False,
+    resize: bool = False,
 ) -> EvaluationResult:
     """Score every record; unreadable files are reported in ``skipped`` and left out of the metrics.
 
     By default each image is scored on the checkpoint's center crop, as validation during
-    training was, so the numbers compare; ``tiles=True`` scores like ``predict``.
+    training was, so the numbers compare; ``tiles=True`` scores like ``predict``;
+    ``resize=True`` downscales each whole image to the crop size instead (see ResizeTransform).
     """
     threshold = detector.threshold_for(threshold)
     options = PredictOptions(tiles=tiles, threshold=threshold, batch_size=batch_size, workers=workers)
-    pairs = list(zip(records, detector.score_items([r.path for r in records], options, progress)))
+    height, width = detector.crop
+    transform = ResizeTransform(detector.crop) if resize else None
+    view = f"whole image resized to {width}x{height}" if resize else "tiles" if tiles else \
+        f"center crop {width}x{height}"
+    pairs = list(zip(records, detector.score_items([r.path for r in records], options, progress, transform)))
     skipped = SkipLog()
     for record, prediction in pairs:
         if not prediction.ok:
@@ -62,7 +71,8 @@ def evaluate_records(
     scored = [(r, p) for r, p in pairs if p.ok]
     labels, probs = labels_and_probs(scored)
     rows = per_source_rows([r.source for r, _ in scored], labels, probs, threshold)
-    return EvaluationResult(binary_metrics(labels, probs, threshold), rows, mean_source_accuracy(rows), skipped, pairs)
+    return EvaluationResult(binary_metrics(labels, probs, threshold), rows, mean_source_accuracy(rows), skipped, pairs,
+                            view)
 
 
 def labels_and_probs(scored: list[tuple[ImageRecord, Prediction]]) -> tuple[list[int], list[float]]:
@@ -123,6 +133,7 @@ def markdown_summary(result: EvaluationResult) -> str:
     return "\n\n".join(
         [
             "# Evaluation",
+            f"Each image was scored on: {result.view}.",
             "## Per source\n\n" + markdown_table(result.per_source, SOURCE_COLUMNS)
             + f"\n\nMean accuracy over sources: **{fmt(result.mean_source_accuracy)}**",
             "## Overall\n\n" + markdown_table([overall], tuple(overall)),
