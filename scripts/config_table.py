@@ -28,6 +28,7 @@ ORIGINS = {
     "spectral9_resnet18": "spectral inputs: Fourier magnitude + phase + DCT (Frank et al. 2020 style)",
     "cifake_cnn": "CIFAKE CNN (Bird & Lotfi 2023; jshrdt/aics-project)",
     "cifake_cnn_srm": "CIFAKE CNN + SRM channel attention (jshrdt/aics-project)",
+    "cifake_resnet": "CIFAR ResNet-20 (He et al. 2016) for CIFAKE's 32x32 images",
     "residual_gap_cnn": "plain CNN with a projected skip and global average pooling",
     "enet_flow_svdd": "ENet (Quan et al. 2020) + Flow SVDD one-class head on real images",
     "clip_probe": "linear probe on frozen CLIP ViT-B/16 (UnivFD, Ojha et al. 2023)",

@@ -5,6 +5,7 @@ import torch
 from synthdet.config import AugmentConfig, ConfigError, config_from_dict
 from synthdet.data.augment import gaussian_blur, gaussian_noise, jpeg_compress, rescale
 from synthdet.data.transforms import TrainTransform
+from synthdet.inference.views import ResizeTransform
 
 
 @pytest.fixture
@@ -69,3 +70,11 @@ def test_default_augmentation_is_crop_and_flip_only(image):
 def test_bad_augmentation_settings_are_refused(bad, message):
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"augment": bad})
+
+
+def test_resize_transform_shrinks_the_shorter_side_to_the_crop_and_keeps_the_centre():
+    image = np.zeros((480, 640, 3), np.uint8)
+    image[:, 320:] = 255
+    small = ResizeTransform((32, 32))(image)  # 480x640 -> 32x43, then the middle 32 columns
+    assert small.shape == (32, 32, 3)
+    assert small[:, :14].max() < 10 and small[:, 18:].min() > 245  # both halves, aspect kept

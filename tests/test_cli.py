@@ -54,6 +54,20 @@ def test_evaluate_writes_metrics_files_and_prints_the_table(checkpoint, trained_
     assert (out / "predictions.csv").read_text().count("\n") == metrics["overall"]["n"] + 1
 
 
+def test_evaluate_resize_scores_downscaled_whole_images_and_says_so(checkpoint, toy_sources, tmp_path):
+    real = next(s for s in toy_sources if s["label"] == "real")
+    out = tmp_path / "resized"
+    synthdet("evaluate", "-m", checkpoint, "--data", real["path"], "--label", "real", "--resize", "--out", out,
+             "--workers", "0")
+    metrics = json.loads((out / "metrics.json").read_text())
+    view = "image resized (shorter side) and center-cropped to 64x64"
+    assert metrics["view"] == view and metrics["overall"]["n"] == 200
+    assert f"scored on: {view}" in (out / "report.md").read_text()
+    proc = synthdet("evaluate", "-m", checkpoint, "--data", real["path"], "--label", "real", "--resize", "--tiles",
+                    check=False)
+    assert proc.returncode == 2 and "give --tiles or --resize, not both" in proc.stderr
+
+
 def test_benchmark_reports_accuracy_on_a_folder_of_known_label(checkpoint, toy_sources):
     real = next(s for s in toy_sources if s["label"] == "real")
     proc = synthdet("benchmark", "-m", checkpoint, real["path"], "--label", "real", "--workers", "0")

@@ -65,3 +65,8 @@ def test_resolved_config_round_trips_through_yaml(tmp_path):
     config = load_config(write(tmp_path, "data:\n  crop: 640x480\n"))
     again = load_config(write(tmp_path, config.to_yaml()))
     assert again == config
+
+
+def test_split_folders_use_needs_a_folder_source_split_automatically(tmp_path):
+    with pytest.raises(ConfigError, match="split_folders: use needs a folder source"):
+        load_config(write(tmp_path, "data:\n  sources:\n    - {path: a, split: test, split_folders: use}\n"))

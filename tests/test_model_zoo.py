@@ -26,6 +26,7 @@ SUPERVISED = {
     "cifake_cnn": (SRM32, {"epochs": 6, "lr": 3e-3}, {}, 150),
     "cifake_cnn_srm": (SRM32, {"epochs": 6, "lr": 3e-3}, {}, 150),
     "residual_gap_cnn": (SRM32, {"epochs": 4}, {}, 150),
+    "resnet_cifar": (SRM32, {"epochs": 4}, {}, 150),
     # From scratch its 16 MBConv blocks need 64 px crops (32 px: val accuracy 0.81 after 6 epochs).
     "efficientnet_lite": ({"representations": ["srm"], "crop": 64}, {"epochs": 5}, {}, 150),
     # ENet's full-resolution branches are the costliest here: a narrower head, fewer images.

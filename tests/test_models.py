@@ -65,3 +65,24 @@ def test_unknown_model_lists_the_registry():
     with pytest.raises(KeyError, match="resnet18"):
         create_model("vgg11")
     assert {"resnet18", "resnet34", "resnet50"} <= set(list_models())
+
+
+@pytest.mark.parametrize("depth, millions", [(20, 0.27), (32, 0.46), (56, 0.85)])
+def test_cifar_resnet_depths_have_the_sizes_of_he_et_al(depth, millions):
+    model = create_model("resnet_cifar", num_classes=10, depth=depth)
+    assert sum(p.numel() for p in model.parameters()) / 1e6 == pytest.approx(millions, abs=0.01)
+
+
+def test_cifar_resnet_keeps_every_pixel_of_a_32x32_image_in_its_first_stage():
+    model = create_model("resnet_cifar", depth=20).eval()
+    shapes = {}
+    for name in ("conv1", "layer1", "layer2", "layer3"):
+        getattr(model, name).register_forward_hook(lambda m, i, out, name=name: shapes.update({name: out.shape[1:]}))
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 2)
+    assert shapes == {"conv1": (16, 32, 32), "layer1": (16, 32, 32), "layer2": (32, 16, 16), "layer3": (64, 8, 8)}
+    assert "layer2.0.downsample.0.weight" in model.state_dict()  # the block and key names of resnet18
+
+
+def test_cifar_resnet_depth_must_be_6n_plus_2():
+    with pytest.raises(ValueError, match="6n \\+ 2"):
+        create_model("resnet_cifar", depth=18)

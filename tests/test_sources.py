@@ -6,7 +6,7 @@ import pytest
 from PIL import Image
 
 from synthdet.config import SourceConfig, SplitFractions
-from synthdet.data.sources import SourceError, collect_records, records_from_arguments, split_for
+from synthdet.data.sources import SourceError, collect_records, records_from_arguments, split_for, split_rule
 
 
 def make_images(folder: Path, names: list[str]) -> None:
@@ -117,3 +117,89 @@ def test_folder_argument_is_all_test_data(tmp_path):
     make_images(tmp_path, [f"real/{i}.png" for i in range(20)] + [f"fake/{i}.png" for i in range(20)])
     records = records_from_arguments([tmp_path])
     assert len(records) == 40 and {r.split for r in records} == {"test"}
+
+
+def splits_by_folder(records, root: Path) -> dict[str, Counter]:
+    """Split counts per top folder of the source (train/, test/, ...)."""
+    table: dict[str, Counter] = {}
+    for r in records:
+        table.setdefault(Path(r.path).relative_to(root).parts[0], Counter())[r.split] += 1
+    return table
+
+
+def test_cifake_layout_takes_train_and_test_folders_and_carves_val_from_train(tmp_path):
+    make_images(tmp_path, [f"train/{c}/{i}.jpg" for c in ("REAL", "FAKE") for i in range(300)]
+                + [f"test/{c}/{i}.jpg" for c in ("REAL", "FAKE") for i in range(50)])
+    source = SourceConfig(path=tmp_path, name="cifake")
+    records = collect_records([source], SplitFractions())
+    by_folder = splits_by_folder(records, tmp_path)
+    assert by_folder["test"] == {"test": 100}
+    assert set(by_folder["train"]) == {"train", "val"}
+    assert 0.06 <= by_folder["train"]["val"] / 600 <= 0.14  # data.splits.val (10%) of train/, by hash
+    assert Counter((r.split, r.label_name) for r in records if r.split == "test") == {("test", "real"): 50,
+                                                                                      ("test", "synthetic"): 50}
+    rule = split_rule(source, SplitFractions())
+    assert rule == "splits from folders train/, test/; val 10% of train/ (hashed by file)"
+    again = collect_records([source], SplitFractions(train=0.7, val=0.1, test=0.2))
+    assert again == records  # test and hash fractions do not move images between folder splits
+
+
+def test_cnndetection_layout_uses_all_three_folders_with_classes_under_generators(tmp_path):
+    names = [f"{split}/{gen}/{cls}/{i}.png" for split, gens in (("train", ["car", "cat"]), ("val", ["car"]),
+                                                               ("test", ["stylegan", "biggan"]))
+             for gen in gens for cls in ("0_real", "1_fake") for i in range(3)]
+    make_images(tmp_path, names)
+    records = collect_records([SourceConfig(path=tmp_path, name="cnndet")], SplitFractions())
+    assert splits_by_folder(records, tmp_path) == {"train": {"train": 12}, "val": {"val": 6}, "test": {"test": 12}}
+    assert Counter(r.label_name for r in records if r.split == "test") == {"real": 6, "synthetic": 6}
+    assert split_rule(SourceConfig(path=tmp_path), SplitFractions()) == "splits from folders train/, val/, test/"
+
+
+def test_genimage_layout_has_train_and_val_and_no_test(tmp_path):
+    make_images(tmp_path, [f"{split}/{cls}/{i}.png" for split in ("train", "val") for cls in ("ai", "nature")
+                           for i in range(4)])
+    records = collect_records([SourceConfig(path=tmp_path)], SplitFractions())
+    assert splits_by_folder(records, tmp_path) == {"train": {"train": 8}, "val": {"val": 8}}
+    assert Counter(r.label_name for r in records if r.split == "val") == {"real": 4, "synthetic": 4}
+    assert records_from_arguments([tmp_path], split="val") == [r for r in records if r.split == "val"]
+
+
+def test_split_folder_names_are_case_insensitive_and_long_forms_count(tmp_path):
+    make_images(tmp_path, ["Training/real/a.png", "VALIDATION/fake/b.png", "Testing/real/c.png"])
+    source = SourceConfig(path=tmp_path)
+    assert {Path(r.path).name: r.split for r in collect_records([source], SplitFractions())} == {
+        "a.png": "train", "b.png": "val", "c.png": "test"}
+    assert split_rule(source, SplitFractions()) == "splits from folders Training/, VALIDATION/, Testing/"
+
+
+def test_split_folders_ignore_hashes_every_image_and_use_requires_them(tmp_path):
+    make_images(tmp_path, [f"train/real/{i}.png" for i in range(100)] + [f"test/fake/{i}.png" for i in range(100)])
+    ignored = SourceConfig(path=tmp_path, split_folders="ignore")
+    by_folder = splits_by_folder(collect_records([ignored], SplitFractions()), tmp_path)
+    assert set(by_folder["train"]) == set(by_folder["test"]) == {"train", "val", "test"}
+    assert split_rule(ignored, SplitFractions()) == "hashed by file: train/val/test 80%/10%/10%"
+    plain = tmp_path / "plain"
+    make_images(plain, ["real/a.png", "fake/b.png"])
+    with pytest.raises(SourceError, match="split_folders is 'use' but there is no train/"):
+        collect_records([SourceConfig(path=plain, split_folders="use")], SplitFractions())
+
+
+def test_images_outside_the_split_folders_are_an_error(tmp_path):
+    make_images(tmp_path, ["train/real/a.png", "test/fake/b.png", "extra/real/c.png"])
+    with pytest.raises(SourceError, match=r"outside them \(e.g. extra/real/c.png\).*split_folders: ignore"):
+        collect_records([SourceConfig(path=tmp_path)], SplitFractions())
+
+
+def test_a_source_put_whole_into_one_split_ignores_its_folders(tmp_path):
+    make_images(tmp_path, ["train/real/a.png", "test/fake/b.png"])
+    source = SourceConfig(path=tmp_path, split="test")
+    assert {r.split for r in collect_records([source], SplitFractions())} == {"test"}
+    assert split_rule(source, SplitFractions()) == "every image in test (split: test)"
+
+
+def test_evaluating_a_folder_with_split_folders_scores_its_test_folder(tmp_path):
+    make_images(tmp_path, [f"{split}/{cls}/{i}.png" for split in ("train", "test") for cls in ("real", "fake")
+                           for i in range(5)])
+    test = records_from_arguments([tmp_path])
+    assert len(test) == 10 and all(Path(r.path).relative_to(tmp_path).parts[0] == "test" for r in test)
+    assert len(records_from_arguments([tmp_path], split="all")) == 20

@@ -32,6 +32,8 @@ def test_training_on_toy_data_reaches_high_validation_accuracy(trained_run):
     assert [h["epoch"] for h in history] == list(range(1, TRAINED_RUN_EPOCHS + 1))
     best = max(history, key=lambda h: (h["val_accuracy"], -h["val_loss"]))
     assert trained_run.best_epoch == best["epoch"]  # chosen on validation
+    summary = json.loads((run / "summary.json").read_text())
+    assert summary["split_rules"] == {s: "hashed by file: train/val/test 70%/15%/15%" for s in summary["data"]}
 
 
 def test_reloaded_checkpoint_reproduces_validation_scores_without_flags(trained_run):

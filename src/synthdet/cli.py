@@ -183,13 +183,25 @@ def evaluate(
     out_dir: Optional[Path] = typer.Option(None, "--out", help="output folder (metrics, figures, report)"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
     tiles: Optional[bool] = typer.Option(
-        None, "--tiles/--no-tiles", help="score tiles, or one center crop (default: the model's view, else a center crop)"
+        None, "--tiles/--no-tiles",
+        help="score tiles, or one center crop (default: the model's view, else a center crop)",
+    ),
+    resize: bool = typer.Option(
+        False, "--resize", help="downscale each image to the crop size instead (as work on 32x32 models does)"
     ),
     batch_size: int = BATCH_SIZE,
     workers: int = WORKERS,
     device: str = DEVICE,
 ):
-    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of a model on --data."""
+    """Per-source accuracy, precision/recall/F1, ROC-AUC and AP of a model on --data.
+
+    Each image is scored as in validation (the model's view, else its center crop); --tiles
+    covers it like predict does; --resize downscales it to the crop size instead, the one
+    place synthdet resizes for a model not trained that way (to compare with work that
+    scores downscaled pictures).
+    """
+    if tiles and resize:
+        raise ConfigError("give --tiles or --resize, not both")
     from synthdet.evaluation.evaluate import evaluate_records, write_evaluation
 
     ignored = IgnoredFiles()
@@ -198,7 +210,7 @@ def evaluate(
     run = RunDir(out_dir) if out_dir else new_run_dir(Path("runs/evaluate"), run_name(model, "eval"))
     run.prepare()  # before the first image is scored
     result = evaluate_records(detector, records, threshold, batch_size, workers, progress=True, tiles=tiles,
-                              ignored=ignored)
+                              resize=resize, ignored=ignored)
     write_evaluation(result, run.root)
     print_evaluation(result)
     run.best_effort("report", report, run.root)
@@ -314,7 +326,8 @@ def predict(
     as_json: bool = typer.Option(False, "--json", help="one JSON object per line"),
     as_csv: bool = typer.Option(False, "--csv", help="CSV with a header"),
     tiles: Optional[bool] = typer.Option(
-        None, "--tiles/--no-tiles", help="cover large images with tiles, or one center crop (default: the model's view, else tiles)"
+        None, "--tiles/--no-tiles",
+        help="cover large images with tiles, or one center crop (default: the model's view, else tiles)",
     ),
     overlap: float = typer.Option(0.25, help="overlap between neighbouring tiles (fraction of a tile)"),
     max_tiles: int = typer.Option(64, help="tile budget per image"),
@@ -636,7 +649,8 @@ app.add_typer(weights_app, name="weights")
 @weights_app.command("list")
 def weights_list():
     """Every known weight: model, source, licence, and whether it is installed (with its sha256)."""
-    table = Table("key", "model", "source", "licence", "installed", "sha256", title=f"weights in {weights.weights_dir()}")
+    table = Table("key", "model", "source", "licence", "installed", "sha256",
+                  title=f"weights in {weights.weights_dir()}")
     for key, w in sorted(weights.KNOWN_WEIGHTS.items()):
         digest = w.installed_sha256()
         size = f"yes, {w.path.stat().st_size / 2**20:.0f} MB" if digest else "no"
@@ -754,7 +768,8 @@ def data_index(
 
     location, urls = locate(shards)
     if urls is None:
-        raise ConfigError(f"{shards}: name the shards to index (a .tar or a pattern such as pool-{{000000..000015}}.tar)")
+        raise ConfigError(f"{shards}: name the shards to index "
+                          "(a .tar or a pattern such as pool-{000000..000015}.tar)")
     name = name or location.rsplit("/", 2)[-2]
     indexed = index_shards(urls, location, name, _split_fractions(splits))
     out.print(f"indexed {sum(len(s.samples) for s in indexed)} samples in {len(indexed)} shard(s): {location}")

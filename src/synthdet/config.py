@@ -75,7 +75,12 @@ class SourceConfig(_Strict):
         None, description="label of every image; omit to read it from class subfolders or the manifest"
     )
     split: Literal["auto", "train", "val", "test"] = Field(
-        "auto", description="auto: hashed into train/val/test; otherwise the whole source goes to that split"
+        "auto", description="auto: split folders if any (see split_folders), else hashed into train/val/test; "
+        "otherwise the whole source goes to that split"
+    )
+    split_folders: Literal["auto", "use", "ignore"] = Field(
+        "auto", description="a folder's own train/ val/ test/ subfolders (CIFAKE, CNNDetection, GenImage) as its "
+        "splits, val carved from train by hash when there is none; auto: when present, use: required, ignore: hash"
     )
     group_by: Literal["file", "folder"] = Field(
         "file", description="folder: images of one folder (in a manifest: of the group or path column) stay in one "
@@ -89,6 +94,8 @@ class SourceConfig(_Strict):
     def _one_location(self) -> "SourceConfig":
         if sum(x is not None for x in (self.path, self.manifest, self.shards)) != 1:
             raise ValueError("give exactly one of 'path' (a folder), 'manifest' (a CSV file) or 'shards' (tar shards)")
+        if self.split_folders == "use" and (self.path is None or self.split != "auto"):
+            raise ValueError("split_folders: use needs a folder source ('path') with split: auto")
         return self
 
     @property

@@ -24,6 +24,14 @@ from synthdet.rundir import atomic_path
 
 SPLITS = ("train", "val", "test")
 
+#: Subfolder names (lower case) under which datasets ship their own splits: CIFAKE
+#: (train/ test/), CNNDetection (train/ val/ test/), GenImage (train/ val/).
+SPLIT_FOLDER_NAMES = {
+    "train": "train", "training": "train",
+    "val": "val", "valid": "val", "validation": "val",
+    "test": "test", "testing": "test",
+}
+
 
 class SourceError(ValueError):
     """A source that cannot be enumerated (missing folder, bad manifest, no labels)."""
@@ -76,6 +84,41 @@ def split_for(group: str, fractions: SplitFractions) -> str:
     return "test"
 
 
+def split_folders(source: SourceConfig) -> dict[str, str]:
+    """The source folder's own split subfolders (name -> split), when its splits come from them.
+
+    They apply to a folder source with ``split: auto`` unless ``split_folders: ignore``;
+    ``split_folders: use`` makes their absence an error instead of falling back to hashing.
+    """
+    if source.path is None or source.split != "auto" or source.split_folders == "ignore":
+        return {}
+    found = {entry.name: SPLIT_FOLDER_NAMES[entry.name.lower()] for entry in os.scandir(source.path)
+             if entry.is_dir() and entry.name.lower() in SPLIT_FOLDER_NAMES}
+    if not found and source.split_folders == "use":
+        raise SourceError(f"{source.path}: split_folders is 'use' but there is no train/, val/ or test/ subfolder")
+    return dict(sorted(found.items(), key=lambda item: (SPLITS.index(item[1]), item[0])))
+
+
+def split_rule(source: SourceConfig, fractions: SplitFractions) -> str:
+    """How a source's images got their splits, in words (run summary and report)."""
+    hashed = (f"hashed by {source.group_by}: train/val/test "
+              f"{fractions.train:.0%}/{fractions.val:.0%}/{fractions.test:.0%}")
+    if source.shards is not None:
+        return "the splits the shards' index fixed when they were written"
+    if source.manifest is not None:
+        return f"manifest split column; where it is empty, {hashed if source.split == 'auto' else source.split}"
+    if source.split != "auto":
+        return f"every image in {source.split} (split: {source.split})"
+    folders = split_folders(source)
+    if not folders:
+        return hashed
+    rule = "splits from folders " + ", ".join(f"{name}/" for name in folders)
+    train_folders = [f"{name}/" for name, split in folders.items() if split == "train"]
+    if train_folders and "val" not in folders.values():
+        rule += f"; val {fractions.val:.0%} of {' '.join(train_folders)} (hashed by {source.group_by})"
+    return rule
+
+
 def collect_records(
     sources: list[SourceConfig], fractions: SplitFractions, seed: int = 0, ignored: IgnoredFiles | None = None
 ) -> list[ImageRecord]:
@@ -119,8 +162,9 @@ def records_from_arguments(specs: list[str | Path], split: str = "test", label: 
     From a config, the images of ``split`` (``all`` for every split) are taken, so
     evaluating a training config scores exactly its held-out test images. A folder or a
     manifest given directly is evaluation data: all its images count as test images
-    (a manifest's own ``split`` column, if any, still applies, as do the splits of shards).
-    Files folder scans pass over are counted in ``ignored`` when given.
+    (a manifest's own ``split`` column, a folder's own train/ val/ test/ subfolders and the
+    splits of shards, if any, still apply). Files folder scans pass over are counted in
+    ``ignored`` when given.
     """
     records: list[ImageRecord] = []
     for spec in specs:
@@ -128,11 +172,19 @@ def records_from_arguments(specs: list[str | Path], split: str = "test", label: 
             config = load_config(spec)
             found = collect_records(config.data.sources, config.data.splits, config.seed, ignored)
         else:
-            found = collect_records([_source_for_path(spec, label, split="test")], SplitFractions(), ignored=ignored)
+            found = collect_records([_evaluation_source(spec, label)], SplitFractions(), ignored=ignored)
         records.extend(r for r in found if split == "all" or r.split == split)
     if not records:
         raise SourceError(f"no {split} images in {', '.join(map(str, specs))}")
     return records
+
+
+def _evaluation_source(spec: str | Path, label: str | None) -> SourceConfig:
+    """What to score: all of it, unless a folder ships its own split folders or shards their splits."""
+    source = _source_for_path(spec, label, split="auto")
+    if source.shards is not None or (source.path is not None and split_folders(source)):
+        return source
+    return source.model_copy(update={"split": "test"})
 
 
 def _source_for_path(spec: str | Path, label: str | None, split: str) -> SourceConfig:
@@ -178,7 +230,10 @@ def _folder_records(source: SourceConfig, fractions: SplitFractions,
     if not root.is_dir():
         raise SourceError(f"{root}: source {source.display_name!r} is not a folder")
     fixed_label = parse_label(source.label) if source.label else None
-    records, unlabeled = [], []
+    folders = split_folders(source)
+    # With no val folder, the usual hash sends data.splits.val of the train folder to val.
+    carve = None if "val" in folders.values() else SplitFractions(train=1 - fractions.val, val=fractions.val, test=0)
+    records, unlabeled, unsplit = [], [], []
     for file in iter_image_files(root, ignored):
         rel = file.relative_to(root)
         label = fixed_label if fixed_label is not None else label_from_folders(rel)
@@ -187,13 +242,26 @@ def _folder_records(source: SourceConfig, fractions: SplitFractions,
             continue
         group_key = rel.parent.as_posix() if source.group_by == "folder" else rel.as_posix()
         group = f"{source.display_name}/{group_key}"
-        split = source.split if source.split != "auto" else split_for(group, fractions)
+        if folders:
+            split = folders.get(rel.parts[0]) if len(rel.parts) > 1 else None
+            if split is None:
+                unsplit.append(str(rel))
+                continue
+            if split == "train" and carve is not None:
+                split = split_for(group, carve)
+        else:
+            split = source.split if source.split != "auto" else split_for(group, fractions)
         records.append(ImageRecord(str(file), label, source.display_name, split, group))
     if unlabeled and fixed_label is None:
         examples = ", ".join(unlabeled[:3])
         raise SourceError(
             f"{root}: {len(unlabeled)} image(s) are not inside a class folder (e.g. {examples}); "
             f"give the source a 'label' or put images under real/ and synthetic/ (or fake/, 0_real/ 1_fake/, ...)"
+        )
+    if unsplit:
+        raise SourceError(
+            f"{root}: its splits come from its folders {', '.join(folders)}, but {len(unsplit)} image(s) lie "
+            f"outside them (e.g. {', '.join(unsplit[:3])}); move them, or set split_folders: ignore to hash every image"
         )
     return records
 

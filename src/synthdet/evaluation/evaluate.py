@@ -13,6 +13,7 @@ from synthdet.evaluation import plots
 from synthdet.evaluation.metrics import binary_metrics, mean_source_accuracy, per_source_rows
 from synthdet.evaluation.tables import fmt, markdown_table
 from synthdet.inference.detector import Detector, Prediction, PredictOptions
+from synthdet.inference.views import ResizeTransform
 from synthdet.rundir import RunDir, atomic_path, write_atomic
 
 SOURCE_COLUMNS = ("source", "n", "n_real", "n_synthetic", "accuracy", "mean_p_synthetic", "roc_auc")
@@ -26,6 +27,7 @@ class EvaluationResult:
     skipped: SkipLog
     predictions: list[tuple[ImageRecord, Prediction]] = field(default_factory=list)
     ignored: IgnoredFiles = field(default_factory=IgnoredFiles)  # what the folder scans passed over
+    view: str = "center crop"  # what the model saw of each image
 
     def scored(self) -> list[tuple[ImageRecord, Prediction]]:
         return [(r, p) for r, p in self.predictions if p.ok]
@@ -35,6 +37,7 @@ class EvaluationResult:
             "overall": self.metrics,
             "per_source": self.per_source,
             "mean_source_accuracy": self.mean_source_accuracy,
+            "view": self.view,
             "skipped": [{"path": p, "reason": r} for p, (r, _) in sorted(self.skipped.entries.items())],
             "ignored": self.ignored.to_dict(),
         }
@@ -48,20 +51,28 @@ def evaluate_records(
     workers: int = -1,
     progress: bool = False,
     tiles: bool | None = None,
+    resize: bool = False,
     ignored: IgnoredFiles | None = None,
 ) -> EvaluationResult:
     """Score every record; unreadable files are reported in ``skipped`` and left out of the metrics.
 
     By default each image is scored as validation during training was, so the numbers
     compare: the checkpoint's view, or its center crop when it has none. ``tiles=True``
-    scores tiles like ``predict`` does for such checkpoints. ``ignored`` (what the scans
-    that found the records passed over) is carried into the result.
+    scores tiles like ``predict`` does for such checkpoints; ``resize=True`` downscales each
+    image (shorter side to the crop, then its center), as work on 32x32 models scores larger
+    pictures. ``ignored`` (what the scans that found the records passed over) is carried
+    into the result.
     """
     threshold = detector.threshold_for(threshold)
     if tiles is None and detector.meta.view is None:
         tiles = False
     options = PredictOptions(tiles=tiles, threshold=threshold, batch_size=batch_size, workers=workers)
-    pairs = list(zip(records, detector.score_items([r.path for r in records], options, progress)))
+    height, width = detector.crop
+    transform = ResizeTransform(detector.crop) if resize else None
+    mode = "resize" if resize else "tiles" if tiles else detector.meta.view.mode if tiles is None else "crop"
+    view = {"resize": f"image resized (shorter side) and center-cropped to {width}x{height}", "tiles": "tiles",
+            "crop": f"center crop {width}x{height}"}[mode]
+    pairs = list(zip(records, detector.score_items([r.path for r in records], options, progress, transform)))
     skipped = SkipLog()
     for record, prediction in pairs:
         if not prediction.ok:
@@ -70,7 +81,7 @@ def evaluate_records(
     labels, probs, logits = labels_probs_logits(scored)
     rows = per_source_rows([r.source for r, _ in scored], labels, probs, threshold, logits)
     metrics = binary_metrics(labels, probs, threshold, logits)
-    return EvaluationResult(metrics, rows, mean_source_accuracy(rows), skipped, pairs, ignored or IgnoredFiles())
+    return EvaluationResult(metrics, rows, mean_source_accuracy(rows), skipped, pairs, ignored or IgnoredFiles(), view)
 
 
 def labels_probs_logits(scored: list[tuple[ImageRecord, Prediction]]) -> tuple[list[int], list[float], list[float]]:
@@ -136,6 +147,7 @@ def markdown_summary(result: EvaluationResult) -> str:
     return "\n\n".join(
         [
             "# Evaluation",
+            f"Each image was scored on: {result.view}.",
             "## Per source\n\n" + markdown_table(result.per_source, SOURCE_COLUMNS)
             + f"\n\nMean accuracy over sources: **{fmt(result.mean_source_accuracy)}**",
             "## Overall\n\n" + markdown_table([overall], tuple(overall)),

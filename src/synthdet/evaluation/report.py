@@ -114,16 +114,18 @@ def _data(run: RunDir) -> list[Section]:
     blocks: list[Block] = []
     if run.summary.is_file():
         summary = json.loads(run.summary.read_text())
-        data = summary.get("data", {})
         rows = [{"source": source, "split": split, "real": counts.get("real", 0),
                  "synthetic": counts.get("synthetic", 0)}
-                for source, splits in data.items() for split, counts in splits.items()]
+                for source, splits in summary.get("data", {}).items() for split, counts in splits.items()]
         blocks.append(Table(("source", "split", "real", "synthetic"), rows))
         ignored = IgnoredFiles(**summary.get("ignored", {}))
         if ignored.total:
             blocks.append(Paragraph(f"Scanning the source folders {ignored} (names starting with a dot, or "
                                     "not an image extension)."))
-
+        rules = [{"source": source, "how the splits were made": rule}
+                 for source, rule in summary.get("split_rules", {}).items()]
+        if rules:
+            blocks.append(Table(("source", "how the splits were made"), rules))
     skipped = _read_csv(run.skipped)
     if run.summary.is_file() or skipped:
         blocks.append(Paragraph(f"{len(skipped)} file(s) skipped" + (":" if skipped else ".")))
@@ -176,7 +178,8 @@ def _evaluations(run: RunDir) -> list[Section]:
             Table(SOURCE_COLUMNS, metrics["per_source"]),
             Paragraph(f"Mean accuracy over sources: {fmt(metrics['mean_source_accuracy'])}. "
                       f"Threshold {fmt(m['threshold'])}; {len(metrics['skipped'])} file(s) could not be read"
-                      + (f"; scanning the folders {ignored}." if ignored.total else ".")),
+                      + (f"; scanning the folders {ignored}." if ignored.total else ".")
+                      + (f" Each image was scored on: {metrics['view']}." if "view" in metrics else "")),
             Table(tuple(overall), [overall]),
         ]
         for name, caption in (("confusion", "Confusion matrix"), ("roc", "ROC curve"), ("pr", "Precision-recall")):

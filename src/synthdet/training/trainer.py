@@ -34,7 +34,7 @@ from synthdet.data.decode import ImageDecodeError, check_image
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.data.loader import Batch, ImageDataset, ShardStream, SkipLog, make_loader
 from synthdet.data.shards import parse_member_ref
-from synthdet.data.sources import IgnoredFiles, ImageRecord, collect_records, summarize, write_split_csv
+from synthdet.data.sources import IgnoredFiles, ImageRecord, collect_records, split_rule, summarize, write_split_csv
 from synthdet.data.storage import is_url
 from synthdet.data.transforms import EvalTransform, TrainTransform
 from synthdet.evaluation.metrics import binary_metrics
@@ -165,13 +165,15 @@ def run_stage(config: Config, objective: Objective, resume: str | Path | None = 
     seed_everything(config.seed + here.rank)  # distinct augmentations; DDP copies the main process's weights
     main = here.is_main
     ignored = IgnoredFiles()
+    split_rules = {}  # given records were split by their caller (a protocol)
     if records is None:
         records = distributed.broadcast(
             collect_records(config.data.sources, config.data.splits, config.seed, ignored) if main else None)
+        split_rules = {s.display_name: split_rule(s, config.data.splits) for s in config.data.sources}
     run = RunDir(resume) if resume else run_dir or new_run_dir(config.output_dir, config.name)
     run = RunDir(distributed.broadcast(run.root))
     stage = TrainingStage(config, objective, run, records, resuming=resume is not None, progress=progress and main,
-                          ignored=ignored)
+                          ignored=ignored, split_rules=split_rules)
     if not main:
         log.setLevel(logging.WARNING)  # the main process speaks for all
         return stage.run()
@@ -191,7 +193,8 @@ class TrainingStage:
     """Network, loaders, optimizer and schedule of one stage, and its epoch loop."""
 
     def __init__(self, config: Config, objective: Objective, run: RunDir, records: list[ImageRecord],
-                 resuming: bool, progress: bool, ignored: IgnoredFiles | None = None):
+                 resuming: bool, progress: bool, ignored: IgnoredFiles | None = None,
+                 split_rules: dict[str, str] | None = None):
         self.config, self.objective, self.run_dir = config, objective, run
         self.settings: TrainConfig = objective.settings(config)
         self.world = distributed.world()
@@ -236,6 +239,7 @@ class TrainingStage:
         self.scheduler = make_scheduler(self.optimizer, self.steps_per_epoch, self.settings.warmup_epochs,
                                         self.settings.lr_decay)
         self.data_summary = summarize(records)
+        self.split_rules = split_rules or {}
 
     def run(self) -> TrainResult:
         tc, net = self.settings, self.net
@@ -246,6 +250,8 @@ class TrainingStage:
         if len(self.skipped):
             log.warning("%d training or validation file(s) unusable from their header alone; see %s",
                         len(self.skipped), self.run_dir.skipped)
+        for source, rule in self.split_rules.items():
+            log.info("splits of %s: %s", source, rule)
         if self.resuming:
             state = self._load_resume()
             log.info("resuming %s at epoch %d", self.run_dir.root, state.next_epoch + 1)
@@ -275,7 +281,7 @@ class TrainingStage:
                 log.warning("%s; see %s", self.skipped.summary(), self.run_dir.skipped)
             summary = {"best_epoch": result.best_epoch, "select_metric": tc.select_metric,
                        "best_val": result.best_val, "skipped": result.skipped, "ignored": self.ignored.to_dict(),
-                       "data": self.data_summary}
+                       "data": self.data_summary, "split_rules": self.split_rules}
             write_atomic(self.run_dir.summary, json.dumps(summary, indent=2))
         return result
 
