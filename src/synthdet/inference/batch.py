@@ -230,7 +230,7 @@ def score_ray(model: str | os.PathLike | None, inputs: Sequence[ScoreInput], out
     dataset = ray.data.from_items([asdict(item) for item in inputs])
     scored = dataset.map_batches(
         RayScorer, batch_size=options.batch_size, batch_format="pyarrow",
-        fn_constructor_kwargs={"checkpoint": checkpoint, "suffix": path.suffix,
+        fn_constructor_kwargs={"checkpoint": ray.put(checkpoint), "suffix": path.suffix,
                                "sha256": hashlib.sha256(checkpoint).hexdigest(), "options": options,
                                "device": "cuda" if gpus_per_actor else "cpu", "threads": max(1, int(cpus_per_actor))},
         compute=ray.data.ActorPoolStrategy(size=actors), num_cpus=cpus_per_actor, num_gpus=gpus_per_actor)
@@ -245,12 +245,14 @@ class RayScorer:
     give decoding more CPU.
     """
 
-    def __init__(self, checkpoint: bytes, suffix: str, sha256: str, options: PredictOptions, device: str,
-                 threads: int):
+    def __init__(self, checkpoint, suffix: str, sha256: str, options: PredictOptions, device: str, threads: int):
+        """``checkpoint``: an object-store reference to the file's bytes (one copy per node, not per actor)."""
+        import ray
+
         torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"model{suffix}"
-            path.write_bytes(checkpoint)
+            path.write_bytes(ray.get(checkpoint) if isinstance(checkpoint, ray.ObjectRef) else checkpoint)
             self.detector = Detector.load(path, device)
         self.sha256 = sha256
         self.options = PredictOptions(**{**asdict(options), "workers": 0})
