@@ -1,6 +1,6 @@
 """The CIFAKE protocol on real CIFAKE images: train on train/, select on validation, score test/.
 
-A few hundred images per class and two epochs of a small CIFAR ResNet, so it runs in CI;
+A few hundred images per class and three epochs of a small CIFAR ResNet, so it runs in CI;
 the full-size runs and their numbers are in docs/cifake.md.
 """
 
@@ -24,10 +24,10 @@ pytestmark = [
 
 def test_small_cifake_run_trains_on_train_folder_and_scores_test_folder_well_above_chance(tmp_path):
     config = load_config(CONFIGS / "cifake_resnet.yaml", [
-        "model.options={depth: 8}", "train.epochs=2", "train.batch_size=16", "train.optimizer=adam",
+        "model.options={depth: 8}", "train.epochs=3", "train.batch_size=16", "train.optimizer=adam",
         "train.lr=1e-3", "train.warmup_epochs=0", "data.workers=0", f"output_dir={tmp_path}",
     ])
-    config.data.sources = [SourceConfig(path=CIFAKE, max_images=1200)]  # ~430 train, ~125 test images per class
+    config.data.sources = [SourceConfig(path=CIFAKE, max_images=2400)]  # ~860 train, ~240 test images per class
     result = train(config, progress=False, report=False)
 
     records = read_split_csv(result.run_dir / "splits.csv")
@@ -39,4 +39,4 @@ def test_small_cifake_run_trains_on_train_folder_and_scores_test_folder_well_abo
 
     test = result.test.metrics
     assert min(test["n_real"], test["n_synthetic"]) >= 100
-    assert test["accuracy"] >= 0.7 and test["roc_auc"] >= 0.78  # chance is 0.5; measured 0.754 and 0.837
+    assert test["accuracy"] >= 0.72 and test["roc_auc"] >= 0.82  # chance is 0.5; measured 0.795 and 0.907

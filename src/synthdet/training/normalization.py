@@ -20,7 +20,9 @@ def measure_feature_stats(
     """
     total = sq_total = None
     count, images_seen = 0, 0
-    with torch.inference_mode():
+    # no_grad, not inference_mode: a streaming loader (shards, workers=0) can hand tensors made
+    # while measuring to the training steps that follow, and autograd refuses inference tensors
+    with torch.no_grad():
         for batch in itertools.islice(loader, max_batches):
             if len(batch) == 0:
                 continue
