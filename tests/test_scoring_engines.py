@@ -14,6 +14,7 @@ from synthdet.data.sharding import write_shards
 from synthdet.data.sources import collect_records
 from synthdet.inference import batch
 from synthdet.inference.detector import PredictOptions
+from synthdet.weights import sha256_of
 
 pytestmark = pytest.mark.slow
 
@@ -81,7 +82,7 @@ def test_ray_scores_one_row_per_input_as_predict_does(checkpoint, inputs, ray_lo
             assert row["prob_synthetic"] == pytest.approx(p["prob_synthetic"], abs=1e-6)
     sharded = [r for r in rows.values() if "#" in r["input"]]
     assert len(sharded) == 12 and all(r["label"] in ("real", "synthetic") and r["error"] is None for r in sharded)
-    assert {r["model_sha256"] for r in rows.values()} == {batch.file_sha256(checkpoint)}
+    assert {r["model_sha256"] for r in rows.values()} == {sha256_of(checkpoint)}
 
     # --engine local writes the same rows
     synthdet("score", folder, f"{shards}/shard-{{000000..000002}}.tar", tmp_path / "missing", "--model", checkpoint,

@@ -32,6 +32,7 @@ from synthdet.data.storage import is_url, join, open_binary, open_output, parent
 from synthdet.inference.detector import Detector, PredictOptions, model_path
 from synthdet.inference.inputs import expand_inputs
 from synthdet.rundir import prepare_folder
+from synthdet.weights import sha256_of
 
 #: Output columns, in order. ``label`` is the known label (from class folders, a manifest
 #: or shards), ``predicted`` the detector's verdict.
@@ -48,14 +49,6 @@ class ScoreInput:
     input: str  # absolute local path, URL, or SHARD.tar#MEMBER
     label: str | None = None  # "real" / "synthetic" where the layout says so
     error: str | None = None  # set when the input names nothing that can be scored
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def list_inputs(specs: Sequence[str], ignored: IgnoredFiles | None = None) -> list[ScoreInput]:
@@ -198,7 +191,7 @@ def score_local(model: str | os.PathLike | None, inputs: Sequence[ScoreInput], o
     """
     pq = require("pyarrow.parquet")
     out = check_output(out)
-    detector, sha256 = Detector.load(model, device), file_sha256(model_path(model))
+    detector, sha256 = Detector.load(model, device), sha256_of(model_path(model))
     with open_output(join(out, LOCAL_PART)) as fh, pq.ParquetWriter(fh, arrow_schema()) as writer:
         rows = []
         for row in score_rows(detector, inputs, options, sha256, progress):
@@ -246,13 +239,16 @@ class RayScorer:
     """
 
     def __init__(self, checkpoint, suffix: str, sha256: str, options: PredictOptions, device: str, threads: int):
-        """``checkpoint``: an object-store reference to the file's bytes (one copy per node, not per actor)."""
+        """``checkpoint``: an object-store reference to the file's bytes (one copy per node, not per actor).
+
+        Ray Data passes constructor arguments as given, so the reference is resolved here.
+        """
         import ray
 
         torch.set_num_threads(threads)
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / f"model{suffix}"
-            path.write_bytes(ray.get(checkpoint) if isinstance(checkpoint, ray.ObjectRef) else checkpoint)
+            path.write_bytes(ray.get(checkpoint))
             self.detector = Detector.load(path, device)
         self.sha256 = sha256
         self.options = PredictOptions(**{**asdict(options), "workers": 0})
