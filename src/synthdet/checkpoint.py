@@ -29,10 +29,9 @@ from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from synthdet import weights
-from synthdet.config import CropSize, FeatureConfig, ViewConfig
+from synthdet.config import CropSize, FeatureConfig, ModelName, ViewConfig
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.features import FeatureExtractor
-from synthdet.models import list_models
 from synthdet.rundir import atomic_path
 from synthdet.version import __version__
 
@@ -62,18 +61,11 @@ class PretrainedRef(BaseModel):
 
 class ModelSpec(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    name: str
+    name: ModelName
     in_chans: int
     num_classes: int = 2
     options: dict[str, Any] = Field(default_factory=dict)
     pretrained: PretrainedRef | None = None
-
-    @field_validator("name")
-    @classmethod
-    def _known(cls, name: str) -> str:
-        if name not in list_models():
-            raise ValueError(f"unknown model {name!r}; this synthdet has {list_models()}")
-        return name
 
     @field_validator("num_classes")
     @classmethod

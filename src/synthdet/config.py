@@ -14,6 +14,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import yaml
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -47,6 +48,16 @@ def _parse_crop(value: Any) -> tuple[int, int]:
     if isinstance(value, (list, tuple)) and len(value) == 2:
         return (int(value[0]), int(value[1]))
     raise ValueError(f"crop must be an int, 'WxH' or [height, width], got {value!r}")
+
+
+def _registered_model(name: str) -> str:
+    if name not in list_models():
+        raise ValueError(f"unknown model {name!r}; this synthdet has {list_models()}")
+    return name
+
+
+#: A name in the model registry: run configs and checkpoints check it alike.
+ModelName = Annotated[str, AfterValidator(_registered_model)]
 
 
 #: Crop size stored as (height, width); written back as "WxH".
@@ -166,19 +177,12 @@ class FeatureConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    name: str = "resnet18"
+    name: ModelName = "resnet18"
     pretrained: str | None = Field(
         None, description="weights key (synthdet weights list) or a local file: .safetensors, .pth state dict, "
                           "TorchScript .pt, or a synthdet checkpoint"
     )
     options: dict[str, Any] = Field(default_factory=dict, description="extra constructor arguments")
-
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, name: str) -> str:
-        if name not in list_models():
-            raise ValueError(f"unknown model {name!r}; available: {list_models()}")
-        return name
 
 
 class _RandomOp(_Strict):
