@@ -25,32 +25,23 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from synthdet.data.decode import load_image
 from synthdet.data.sources import records_from_arguments
-from synthdet.data.toy import toy_image
 from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.detector import Detector, PredictOptions, model_path
 from synthdet.inference.onnx_export import export_onnx
 from synthdet.inference.scoring import forward_views
 from synthdet.runtime import cpu_flags, native_bf16
 
+sys.path.insert(0, str(Path(__file__).parent))
+from peers import sahu65_scores  # noqa: E402
+from throughput import make_images  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SETS = ("chatgpt-gemini-small", "gan-diffusion-playground", "gan-examples", "genimage-256", "unreal-vs-kinect")
 FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
-
-
-def hd_jpegs(folder: Path, n: int) -> list[str]:
-    rng = np.random.default_rng(0)
-    paths = []
-    for i in range(n):
-        path = folder / f"hd_{i:03d}.jpg"
-        pixels = toy_image(rng, ("shapes", "terrain")[i % 2], bool(i % 4 > 1), 1080, 1920)
-        Image.fromarray(pixels).save(path, quality=90)
-        paths.append(str(path))
-    return paths
 
 
 def shared_sample(per_set: int) -> tuple[list[str], list[int]]:
@@ -110,7 +101,7 @@ def main() -> None:
     print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}; CPU flags: {', '.join(flags) or 'none of ' + ', '.join(FLAGS)}", flush=True)
     work = Path(tempfile.mkdtemp(prefix="synthdet-bench-"))
-    hd = hd_jpegs(work, args.hd)
+    hd = [str(p) for p in make_images(work, args.hd, (1920, 1080), ".jpg")]
     shared, labels = shared_sample(args.per_set)
     runtimes = {"fp32 eager": dict(precision="fp32")}
     if native_bf16(torch.device("cpu")):
@@ -146,9 +137,6 @@ def main() -> None:
     print(f"end_to_end / compute_bound (full-HD): {chosen['hd_rate'] / bound:.2f}")
     print(f"end_to_end / one_at_a_time (full-HD): {chosen['hd_rate'] / single:.2f}")
     if args.peer and shared:
-        sys.path.insert(0, str(Path(__file__).parent))
-        from peers import sahu65_scores
-
         started = time.perf_counter()
         peer = sahu65_scores(shared)
         rate = len(shared) / (time.perf_counter() - started)
