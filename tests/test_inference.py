@@ -129,29 +129,36 @@ def test_heatmap_of_a_full_hd_image_keeps_its_aspect(checkpoint, tmp_path):
 
 
 def make_clip(path: Path, pattern: str, fps: int = 10) -> None:
-    """A lossless clip of toy frames: 's' = clean render, 'r' = simulated camera."""
+    """A lossless clip of toy frames: 's' = clean render, 'r' = simulated camera,
+    'b' = bright (the brightness net's synthetic), 'd' = dark (its real)."""
     import av
 
     with av.open(str(path), "w") as container:
         stream = container.add_stream("ffv1", rate=fps)
         stream.width, stream.height, stream.pix_fmt = 192, 144, "bgr0"
         for i, kind in enumerate(pattern):
-            pixels = toy_image(np.random.default_rng(i), "shapes", kind == "r", 144, 192)
-            for packet in stream.encode(__import__("av").VideoFrame.from_ndarray(pixels, format="rgb24")):
+            if kind in "bd":
+                pixels = np.full((144, 192, 3), 200 if kind == "b" else 60, np.uint8)
+            else:
+                pixels = toy_image(np.random.default_rng(i), "shapes", kind == "r", 144, 192)
+            for packet in stream.encode(av.VideoFrame.from_ndarray(pixels, format="rgb24")):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
 
 
-@pytest.mark.slow
-def test_video_verdict_is_stable_where_frame_scores_alternate(checkpoint, tmp_path):
+def test_video_verdict_is_stable_where_frame_scores_alternate(tmp_path):
+    """Frame scores are known (the brightness net: bright frames synthetic, dark ones real), so
+    the smoothing is tested on any CPU, through the same decode and scoring path as a real model."""
     clip = tmp_path / "clip.mkv"
-    make_clip(clip, "ssr" * 10)
-    result = predict_video(synthdet.load(checkpoint), clip, fps=None, window=5)
+    make_clip(clip, "bdb" * 10)
+    result = predict_video(fake_detector(), clip, fps=None, window=5)
     raw = [f.label for f in result.frames]
     smoothed = [f.smoothed_label for f in result.frames]
     assert len(result.frames) == 30
-    assert sum(a != b for a, b in zip(raw, raw[1:])) >= 15  # per-frame verdicts flip on every 'r'
+    assert raw == ["synthetic", "real", "synthetic"] * 10  # per-frame verdicts flip on every dark frame
+    assert [f.smoothed_prob for f in result.frames] == pytest.approx(
+        smooth([f.prob_synthetic for f in result.frames], 5, "mean", 0.5))
     assert set(smoothed) == {"synthetic"}  # the smoothed verdict does not
     assert result.label == "synthetic" and result.fraction_synthetic == 1.0
     csv_text = result.write_csv(tmp_path / "frames.csv").read_text()
