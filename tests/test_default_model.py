@@ -12,6 +12,7 @@ import synthdet
 from conftest import SHARED_DATA
 from synthdet.checkpoint import read_metadata
 from synthdet.inference.detector import model_path
+from synthdet.weights import KNOWN_WEIGHTS
 
 
 def test_shipped_head_names_its_backbone_and_carries_its_card():
@@ -19,7 +20,8 @@ def test_shipped_head_names_its_backbone_and_carries_its_card():
     assert path.stat().st_size < 20_000_000  # the head only (9 MB): the 330 MB CLIP is fetched, never shipped
     meta = read_metadata(path)
     assert meta.model.name == "probe" and meta.model.pretrained.weights == "clip_vit_b16"
-    assert len(meta.model.pretrained.sha256) == 64 and meta.view is not None
+    assert meta.format_version == 3 and meta.view is not None
+    assert meta.model.pretrained.tensors_sha256 == KNOWN_WEIGHTS["clip_vit_b16"].tensors_sha256  # identity by content
     assert 0 < meta.threshold < 1 and 0 < meta.temperature < 100 and meta.calibration["n"] > 1000
     with safe_open(str(path), framework="pt") as fh:
         keys = list(fh.keys())

@@ -13,7 +13,7 @@ from safetensors.torch import save_file
 
 import synthdet
 from conftest import toy_config
-from synthdet.checkpoint import CheckpointError, read_metadata, rewrite_metadata
+from synthdet.checkpoint import CheckpointError, read_metadata, read_pretrained, rewrite_metadata
 from synthdet.config import FeatureConfig, config_from_dict
 from synthdet.data import loader
 from synthdet.data.transforms import EvalTransform
@@ -23,6 +23,7 @@ from synthdet.models.probe import ProbeHead
 from synthdet.network import build_network
 from synthdet.pipeline import train
 from synthdet.training.probe import C_GRID, Embedded, _fit_linear, sample_weights
+from synthdet.weights import tensors_sha256
 
 BACKBONE = {"backbone": "efficientnet_lite", "backbone_options": {"variant": 0}}
 
@@ -132,7 +133,8 @@ def test_probe_trains_from_cache_and_its_checkpoint_names_the_backbone(toy_sourc
     assert result.best_val["accuracy"] >= 0.9 and result.test.metrics["accuracy"] >= 0.85
 
     meta = read_metadata(result.best_checkpoint)
-    assert meta.model.pretrained.weights == str(random_backbone) and len(meta.model.pretrained.sha256) == 64
+    assert meta.model.pretrained.weights == str(random_backbone)
+    assert meta.model.pretrained.tensors_sha256 == tensors_sha256(read_pretrained(random_backbone))
     with safe_open(str(result.best_checkpoint), framework="pt") as fh:
         assert not [k for k in fh.keys() if k.startswith("backbone.encoder.")]  # the head only
     detector = synthdet.load(result.best_checkpoint, device="cpu")
@@ -142,6 +144,6 @@ def test_probe_trains_from_cache_and_its_checkpoint_names_the_backbone(toy_sourc
 
     rewrite_metadata(result.best_checkpoint, meta.model_copy(
         update={"model": meta.model.model_copy(update={"pretrained": meta.model.pretrained.model_copy(
-            update={"sha256": "0" * 64})})}))
-    with pytest.raises(CheckpointError, match="different weights"):
+            update={"tensors_sha256": "0" * 64})})}))
+    with pytest.raises(CheckpointError, match="give it the weights file it was trained on"):
         synthdet.load(result.best_checkpoint, device="cpu")

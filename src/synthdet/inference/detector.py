@@ -138,7 +138,7 @@ class Detector:
         ref = self.meta.model.pretrained
         if self._cache is None and self.embeds and ref is not None:
             options = self.meta.model.options
-            self._cache = EmbeddingCache({"weights": ref.weights, "sha256": ref.sha256,
+            self._cache = EmbeddingCache({"weights": ref.weights, "tensors_sha256": ref.identity,
                                           "backbone": options.get("backbone"),
                                           "backbone_options": options.get("backbone_options") or {},
                                           "precision": self.precision})

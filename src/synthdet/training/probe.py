@@ -29,8 +29,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
-from synthdet import weights
-from synthdet.checkpoint import CheckpointMeta, ModelSpec, Normalization, PretrainedRef
+from synthdet.checkpoint import CheckpointMeta, ModelSpec, Normalization, pretrained_ref
 from synthdet.config import Config, ViewConfig
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.data.loader import SkipLog
@@ -94,7 +93,7 @@ def train_probe(config: Config, resume: str | Path | None = None, progress: bool
     view = config.data.view or ViewConfig()
     meta = CheckpointMeta(
         model=ModelSpec(name=config.model.name, in_chans=3, options=config.model.options,
-                        pretrained=PretrainedRef(**weights.describe(config.model.pretrained))),
+                        pretrained=pretrained_ref(config.model.pretrained)),
         features=config.features, crop=config.data.crop, view=view, threshold=config.train.threshold,
     )
     detector = Detector(net, meta, resolve_device(config.train.device))
