@@ -1,16 +1,20 @@
 # `make demo` sets everything up and runs the demo; `make test` runs the test suite.
-# Both create .venv on first use. torch is installed on its own first, pinned to the
-# CPU build, so no dependency can pull the multi-GB CUDA wheels.
+# Both create .venv on first use, with the exact versions of requirements.lock (`make lock`
+# refreshes it). torch is installed on its own first, pinned to the CPU build, so no
+# dependency can pull the multi-GB CUDA wheels.
 PYTHON ?= python3
 VENV ?= .venv
 STAMP := $(VENV)/.installed
+LOCK := requirements.lock
+TORCH := torch==2.13.0
+PIP_TOOLS := pip-tools==7.7.0
 
-.PHONY: setup demo test test-fast clean
+.PHONY: setup demo test test-fast lock clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
-	$(VENV)/bin/pip install --quiet torch==2.13.0
-	$(VENV)/bin/pip install --quiet -e ".[dev]"
+	$(VENV)/bin/pip install --quiet -c $(LOCK) $(TORCH)
+	$(VENV)/bin/pip install --quiet -c $(LOCK) -e ".[dev]"
 	touch $(STAMP)
 
 setup: $(STAMP)
@@ -23,6 +27,13 @@ test: setup
 
 test-fast: setup
 	$(VENV)/bin/pytest -m "not slow"
+
+# The lock: every package `.[dev]` needs, at one tested version each, resolved by pip-tools from
+# pyproject.toml's ranges. torch is left out of it (the CPU build is pinned above).
+lock: setup
+	$(VENV)/bin/pip install --quiet $(PIP_TOOLS)
+	$(VENV)/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --no-emit-index-url \
+		--no-emit-find-links --unsafe-package torch --output-file $(LOCK) pyproject.toml
 
 clean:
 	rm -rf $(VENV) synthdet-demo runs .pytest_cache
