@@ -29,11 +29,12 @@ test-fast: setup
 	$(VENV)/bin/pytest -m "not slow"
 
 # The lock: every package `.[dev]` needs, at one tested version each, resolved by pip-tools from
-# pyproject.toml's ranges. torch is left out of it (the CPU build is pinned above).
+# pyproject.toml's ranges. torch is left out of it (the CPU build is pinned above), and so is
+# synthdet itself (the dev extra names it, and pip-compile would pin this folder's path).
 lock: setup
 	$(VENV)/bin/pip install --quiet $(PIP_TOOLS)
 	$(VENV)/bin/pip-compile --quiet --upgrade --extra dev --strip-extras --no-emit-index-url \
-		--no-emit-find-links --unsafe-package torch --output-file $(LOCK) pyproject.toml
+		--no-emit-find-links --unsafe-package torch --unsafe-package synthdet --output-file $(LOCK) pyproject.toml
 
 clean:
 	rm -rf $(VENV) synthdet-demo runs .pytest_cache
