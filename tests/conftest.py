@@ -159,3 +159,61 @@ def browser(tmp_path):
         yield driver
     finally:
         driver.quit()
+
+
+@pytest.fixture(scope="session")
+def sign_c2pa():
+    """``sign_c2pa(jpeg_bytes, source_type)``: the image with a C2PA manifest (``c2pa.created`` with that IPTC
+    digital source type, claim generator "synthdet test generator") signed by a throwaway certificate."""
+    import datetime
+
+    c2pa = pytest.importorskip("c2pa")
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    def name(common_name):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Throwaway Test Org")])
+
+    def certificate(subject, issuer, public_key, signing_key, ca: bool, extensions=()):
+        now = datetime.datetime.now(datetime.timezone.utc)
+        builder = (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer).public_key(public_key)
+                   .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(days=1))
+                   .not_valid_after(now + datetime.timedelta(days=30))
+                   .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
+                   .add_extension(x509.KeyUsage(digital_signature=not ca, content_commitment=False,
+                                                key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                                key_cert_sign=ca, crl_sign=ca, encipher_only=False,
+                                                decipher_only=False), critical=True))
+        for extension in extensions:
+            builder = builder.add_extension(extension, critical=False)
+        return builder.sign(signing_key, hashes.SHA256())
+
+    root_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+    root = certificate(name("test root"), name("test root"), root_key.public_key(), root_key, ca=True)
+    leaf = certificate(name("test signer"), root.subject, key.public_key(), root_key, ca=False, extensions=(
+        x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]),
+        x509.SubjectKeyIdentifier.from_public_key(key.public_key()),
+        x509.AuthorityKeyIdentifier.from_issuer_public_key(root_key.public_key())))
+    chain = leaf.public_bytes(serialization.Encoding.PEM) + root.public_bytes(serialization.Encoding.PEM)
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                serialization.NoEncryption())
+
+    def sign(jpeg: bytes, source_type: str) -> bytes:
+        manifest = {"claim_generator_info": [{"name": "synthdet test generator", "version": "1.0"}],
+                    "assertions": [{"label": "c2pa.actions", "data": {"actions": [{
+                        "action": "c2pa.created",
+                        "digitalSourceType": f"http://cv.iptc.org/newscodes/digitalsourcetype/{source_type}"}]}}]}
+        signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain, private, None))
+        builder = c2pa.Builder(manifest)
+        try:
+            out = io.BytesIO()
+            builder.sign(signer, "image/jpeg", io.BytesIO(jpeg), out)
+            return out.getvalue()
+        finally:
+            builder.close()
+            signer.close()
+
+    return sign

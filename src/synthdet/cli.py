@@ -340,6 +340,8 @@ def predict(
     smoothing: str = typer.Option("mean", help="video: mean (of probabilities) or majority (of labels)"),
     out_dir: Path = typer.Option(Path("runs/predict"), "--out", help="video: where per-frame CSVs go"),
     threshold: Optional[float] = typer.Option(None, help="override the checkpoint's decision threshold"),
+    provenance: bool = typer.Option(True, "--provenance/--no-provenance",
+                                    help="also read what the file declares (C2PA, IPTC, generator settings, EXIF)"),
     batch_size: int = BATCH_SIZE,
     workers: int = WORKERS,
     device: str = DEVICE,
@@ -352,11 +354,14 @@ def predict(
     Images larger than the crop are covered with tiles whose verdicts are aggregated;
     videos are sampled, scored frame by frame and smoothed over time. Every input is
     reported: scored, or failed with the reason; files a folder scan passes over are counted.
+    Beside the pixels, each image's provenance is read: a C2PA claim or IPTC source type that
+    declares it synthetic makes the combined verdict synthetic (basis "declared"); camera
+    EXIF is shown but never makes an image real.
     """
     detector = Detector.load(model, device, precision=precision, channels_last=channels_last, compile=compile)
     options = PredictOptions(tiles=tiles, overlap=overlap, max_tiles=max_tiles, aggregate=aggregate, tta=tta,
                              threshold=threshold, keep_tiles=heatmap is not None, batch_size=batch_size,
-                             workers=workers)
+                             workers=workers, provenance=provenance)
     videos = [i for i in inputs if is_video(i) and Path(i).is_file()]
     ignored = IgnoredFiles()
     images, problems = expand_inputs([i for i in inputs if i not in videos], ignored)
@@ -389,11 +394,13 @@ def predict(
 class _PredictionOutput:
     """Prints results as they come: a table at the end, or JSON lines / CSV rows at once."""
 
-    CSV_COLUMNS = ["input", "label", "prob_synthetic", "uncertain", "n_tiles", "tile_spread", "error", "note"]
+    CSV_COLUMNS = ["input", "verdict", "basis", "label", "prob_synthetic", "uncertain", "n_tiles", "tile_spread",
+                   "provenance", "error", "note"]
 
     def __init__(self, style: str):
         self.style, self.scored, self.failures = style, 0, 0
-        self.table = Table("input", "label", "P(synthetic)", "uncertain", "tiles", "note / error")
+        self.table = Table("input", "verdict", "basis", "pixels", "P(synthetic)", "uncertain", "tiles",
+                           "provenance", "note / error")
         self.writer = csv.DictWriter(sys.stdout, self.CSV_COLUMNS, extrasaction="ignore") if style == "csv" else None
         if self.writer:
             self.writer.writeheader()
@@ -404,19 +411,22 @@ class _PredictionOutput:
         self.scored += 1
         row = p.to_dict()
         row.pop("tiles", None)
-        self._emit(row, [p.input, p.label, f"{p.prob_synthetic:.3f}", "yes" if p.uncertain else "",
-                         str(p.n_tiles), p.note])
+        declared = (p.provenance or {}).get("summary", "")
+        self._emit({**row, "provenance": declared} if self.writer else row,
+                   [p.input, p.verdict, p.basis, p.label, f"{p.prob_synthetic:.3f}", "yes" if p.uncertain else "",
+                    str(p.n_tiles), declared, p.note])
 
     def video(self, v, frames_csv: Path) -> None:
         self.scored += 1
         note = (f"video: {len(v.frames)} sampled frames, {100 * v.fraction_synthetic:.0f}% judged synthetic "
                 f"after smoothing; per-frame scores in {frames_csv}" + (f"; {v.note}" if v.note else ""))
         row = {**v.to_dict(), "note": note, "frames_csv": str(frames_csv)}
-        self._emit(row, [v.input, v.label, f"{v.prob_synthetic:.3f}", "", str(len(v.frames)), note])
+        self._emit({**row, "verdict": v.label, "basis": "pixels"},
+                   [v.input, v.label, "pixels", v.label, f"{v.prob_synthetic:.3f}", "", str(len(v.frames)), "", note])
 
     def failed(self, name: str, error: str) -> None:
         self.failures += 1
-        self._emit({"input": name, "error": error}, [name, Text("error", style="red"), "", "", "", error])
+        self._emit({"input": name, "error": error}, [name, Text("error", style="red"), "", "", "", "", "", "", error])
 
     def _emit(self, row: dict, cells: list[str]) -> None:
         if self.style == "json":

@@ -78,7 +78,7 @@ def build_network(features: FeatureConfig, model: str, options: dict | None = No
     return net
 
 
-def network_from_meta(meta: CheckpointMeta, log: Callable[[str], None] = print) -> DetectorNet:
+def network_from_meta(meta: CheckpointMeta, log: Callable[[str], None] = weights.to_stderr) -> DetectorNet:
     """An untrained network with the architecture and preprocessing the metadata describes.
 
     Frozen pretrained weights the checkpoint names are fetched on first use (``synthdet
@@ -91,7 +91,7 @@ def network_from_meta(meta: CheckpointMeta, log: Callable[[str], None] = print) 
                          normalization=meta.normalization, pretrained=ref.weights if ref else None)
 
 
-def check_backbone(ref: PretrainedRef, log: Callable[[str], None] = print) -> None:
+def check_backbone(ref: PretrainedRef, log: Callable[[str], None] = weights.to_stderr) -> None:
     """The frozen weights ``ref`` names are here (known ones fetched on first use) and hold the
     tensors the checkpoint was trained on; otherwise one :class:`CheckpointError` saying what to do."""
     if ref.weights not in weights.KNOWN_WEIGHTS:
@@ -116,7 +116,7 @@ def check_backbone(ref: PretrainedRef, log: Callable[[str], None] = print) -> No
                               f"was trained on {ref.identity}; repair the cached file with `{known.repair_command}`")
 
 
-def load_network(path: str | Path, log: Callable[[str], None] = print) -> tuple[DetectorNet, CheckpointMeta]:
+def load_network(path: str | Path, log: Callable[[str], None] = weights.to_stderr) -> tuple[DetectorNet, CheckpointMeta]:
     """Network (on the CPU, in eval mode) and metadata from a checkpoint file.
 
     The tensors the checkpoint carries are checked against the model its metadata describes

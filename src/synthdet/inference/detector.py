@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import torch
 from PIL import Image
 
+from synthdet import weights
 from synthdet.checkpoint import CheckpointError, CheckpointMeta
 from synthdet.config import ConfigError
 from synthdet.data.decode import DEFAULT_MAX_PIXELS
@@ -39,6 +40,7 @@ from synthdet.inference.scoring import forward_views, iter_logits, log_odds, pro
 from synthdet.inference.tiles import TileTransform
 from synthdet.inference.views import make_view
 from synthdet.network import load_network
+from synthdet.provenance import Provenance, combine, read_provenance
 from synthdet.runtime import resolve_device, resolve_precision
 
 
@@ -65,6 +67,7 @@ class PredictOptions:
     workers: int = -1
     cache: bool = True  # frozen-backbone models: reuse (and store) embeddings of files seen before
     max_pixels: int = DEFAULT_MAX_PIXELS  # pixel budget of one image: what is decoded, and its tiles
+    provenance: bool = True  # also read C2PA, IPTC source type, generator settings and EXIF (synthdet.provenance)
 
     def __post_init__(self):
         if self.aggregate not in ("mean", "vote"):
@@ -99,10 +102,22 @@ class Prediction:
     n_tiles: int = 0
     image_size: tuple[int, int] | None = None  # (height, width) as decoded
     tiles: list[dict] | None = field(default=None, repr=False)  # with keep_tiles: box and probability
+    # The pixel verdict above stays as it is; provenance (what the file declares) sits beside it, and
+    # ``verdict`` combines both: basis "declared", "both" or "pixels" (synthdet.provenance.combine).
+    provenance: dict | None = field(default=None, repr=False)
+    verdict: str | None = None
+    basis: str | None = None
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+    def with_provenance(self, provenance: Provenance | None) -> "Prediction":
+        """This prediction with the file's provenance beside the pixels, and the combined verdict."""
+        if self.ok:
+            self.provenance = provenance.to_dict() if provenance is not None else None
+            self.verdict, self.basis = combine(self.label, provenance)
+        return self
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -146,7 +161,7 @@ class Detector:
 
     @classmethod
     def load(cls, path: str | os.PathLike | None = None, device: str = "auto",
-             log: Callable[[str], None] = print, **runtime) -> "Detector":
+             log: Callable[[str], None] = weights.to_stderr, **runtime) -> "Detector":
         """A checkpoint (.safetensors), an exported .onnx, or (None / "default") the shipped detector.
 
         ``log`` hears about a backbone fetched on first use.
@@ -257,7 +272,10 @@ class Detector:
             by_index.update({i: Prediction(item_name(items[i], i), error=reason) for i, reason in batch.failures})
             ready.update(by_index)
             while next_index in ready:
-                yield ready.pop(next_index)
+                item = items[next_index]
+                local_file = not isinstance(item, Image.Image) and Path(item).is_file()
+                declared = read_provenance(item) if options.provenance and local_file and ready[next_index].ok else None
+                yield ready.pop(next_index).with_provenance(declared)
                 next_index += 1
 
     def _flipped_logits(self, batch: Batch, max_views: int) -> torch.Tensor:
