@@ -117,6 +117,19 @@ def test_pull_from_mirror_writes_checked_files_and_a_manifest_training_reads(pic
         (r["path"], r["generator"], r["format"]) for r in rows]
 
 
+def test_pull_reads_several_manifests_into_one_pool(pics, tmp_path, monkeypatch, capsys):
+    """The shared pool's manifest and the project's own sources, pulled together (`data pull A B OUT`)."""
+    work, rows, data = pics
+    bare_clone(work, tmp_path / "mirror" / "acme+pics" / "repo")
+    first, second = write_manifest(tmp_path / "a.csv", rows[:2]), write_manifest(tmp_path / "b.csv", rows[2:])
+    code, text = run_cli(monkeypatch, capsys, "data", "pull", first, second, tmp_path / "pool",
+                         "--mirror", tmp_path / "mirror")
+    assert code == 0 and "4 of 4 files in place" in text
+    manifest = list(csv.DictReader((tmp_path / "pool" / "manifest.csv").open()))
+    assert [m["repo_path"] for m in manifest] == [r["path"] for r in rows]
+    assert sorted(pulled_files(tmp_path / "pool").values()) == sorted(data)
+
+
 def test_output_names_are_prefixed_only_where_they_would_clash_or_hide():
     def pool_file(index, source, path, sha1):
         return PoolFile(index, REPO, "c" * 40, path, sha1, None, "real", source, {})

@@ -114,6 +114,16 @@ def test_camera_exif_alone_is_reported_but_never_makes_an_image_real(tmp_path):
     assert combine("real", found) == ("real", "pixels")
 
 
+@pytest.mark.parametrize("fmt", ["PNG", "WEBP", "TIFF"])
+def test_exif_is_found_in_other_containers(fmt):
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0110] = "SONY", "ILCE-7M4"
+    buffer = io.BytesIO()
+    Image.fromarray(pixels()).save(buffer, fmt, exif=exif.tobytes())
+    (camera,) = read_provenance(buffer.getvalue()).evidence
+    assert (camera.kind, camera.value, camera.strength) == ("camera_exif", "SONY ILCE-7M4", INFORMATIVE)
+
+
 def test_the_combined_verdict_keeps_its_basis(tmp_path):
     declared = read_provenance(png_with_text(tmp_path / "a.png", parameters=A1111))
     assert combine("real", declared) == ("synthetic", "declared")

@@ -78,10 +78,12 @@ def test_ray_scores_one_row_per_input_as_predict_does(checkpoint, inputs, ray_lo
     for p in predicted:
         row = rows[os.path.abspath(p["input"])]
         assert row["predicted"] == p.get("label") and row["uncertain"] == p.get("uncertain")
+        assert row["verdict"] == p.get("verdict") and row["basis"] == p.get("basis")  # provenance beside pixels
         if "prob_synthetic" in p:
             assert row["prob_synthetic"] == pytest.approx(p["prob_synthetic"], abs=1e-6)
     sharded = [r for r in rows.values() if "#" in r["input"]]
     assert len(sharded) == 12 and all(r["label"] in ("real", "synthetic") and r["error"] is None for r in sharded)
+    assert all(r["basis"] == "pixels" and r["provenance"] is None for r in sharded)  # members of shards: pixels only
     assert {r["model_sha256"] for r in rows.values()} == {sha256_of(checkpoint)}
 
     # --engine local writes the same rows

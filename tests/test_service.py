@@ -127,7 +127,21 @@ def test_hundred_concurrent_requests_complete_with_bounded_memory(server, toy_jp
     assert after - before < 300 * 2**20, f"server grew by {(after - before) / 2**20:.0f} MB"
 
 
-def test_web_page_shows_a_verdict_for_an_uploaded_image(server, toy_jpeg, browser):
+def test_provenance_sits_beside_the_pixel_verdict(server, toy_jpeg, sign_c2pa):
+    url, _ = server
+    signed = sign_c2pa(toy_jpeg.read_bytes(), "trainedAlgorithmicMedia")
+    result = post(url, {"files": ("signed.jpg", signed, "image/jpeg")}).json()["results"][0]
+    assert result["verdict"] == "synthetic" and result["basis"] in ("declared", "both")
+    assert result["label"] in ("real", "synthetic") and 0 <= result["prob_synthetic"] <= 1  # the pixels, unchanged
+    (c2pa,) = [e for e in result["provenance"]["evidence"] if e["kind"] == "c2pa"]
+    assert c2pa["detail"]["signer"] == "Throwaway Test Org" and c2pa["detail"]["signer_trusted"] is False
+    plain = post(url, {"files": ("plain.jpg", toy_jpeg.read_bytes(), "image/jpeg")}).json()["results"][0]
+    assert plain["basis"] == "pixels" and plain["verdict"] == plain["label"]
+    skipped = post(url, {"files": ("signed.jpg", signed, "image/jpeg")}, provenance="false").json()["results"][0]
+    assert skipped["provenance"] is None and skipped["basis"] == "pixels"
+
+
+def test_web_page_shows_a_verdict_for_an_uploaded_image(server, toy_jpeg, browser, sign_c2pa, tmp_path):
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -141,6 +155,14 @@ def test_web_page_shows_a_verdict_for_an_uploaded_image(server, toy_jpeg, browse
     assert "P(synthetic)" in browser.find_element(By.CSS_SELECTOR, ".result").text
     heatmap = browser.find_element(By.CSS_SELECTOR, ".result img")
     assert browser.execute_script("return arguments[0].complete && arguments[0].naturalWidth > 0", heatmap)
+
+    signed = tmp_path / "signed.jpg"
+    signed.write_bytes(sign_c2pa(toy_jpeg.read_bytes(), "trainedAlgorithmicMedia"))
+    browser.find_element(By.ID, "file-input").send_keys(str(signed))
+    WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".result")) == 2)
+    newest = browser.find_element(By.CSS_SELECTOR, ".result")  # results are prepended
+    assert newest.find_element(By.CSS_SELECTOR, ".verdict").text.startswith("synthetic, declared by the file")
+    assert "c2pa: trainedAlgorithmicMedia by synthdet test generator" in newest.text and "pixels say" in newest.text
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "service_page.png"))
     assert (ARTIFACTS / "service_page.png").stat().st_size > 10_000

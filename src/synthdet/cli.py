@@ -695,7 +695,8 @@ app.add_typer(data_app, name="data")
 
 @data_app.command("pull")
 def data_pull(
-    manifest: Path = typer.Argument(..., help="pool manifest: source,label,repo,commit,path,sha1[,generator,...]"),
+    manifests: List[Path] = typer.Argument(..., help="pool manifests: source,label,repo,commit,path,sha1[,generator,...]"
+                                            " (several: e.g. ../shared/pool/manifest.csv pools/real-photos.csv)"),
     out_dir: Path = typer.Argument(..., help="gets <source>/<label>/<file>, manifest.csv and pull_report.csv"),
     mirror: Optional[Path] = typer.Option(
         None, help="folder of bare git copies: <owner>+<name>/repo, <owner>+<name> or <owner>/<name>.git"
@@ -705,7 +706,7 @@ def data_pull(
     ),
     jobs: int = typer.Option(4, min=1, help="repositories read at once"),
 ):
-    """Write the images a pool manifest lists, from git repositories, checking each file's sha1.
+    """Write the images pool manifests list, from git repositories, checking each file's sha1.
 
     Files already in place are kept, so an interrupted pull resumes. Exit 0 when every file
     is in place, 1 when some are missing or fail their sha1 (the rest is written; every row
@@ -715,7 +716,7 @@ def data_pull(
 
     if (mirror is None) == (git_base is None):
         raise typer.BadParameter("give exactly one of --mirror DIR or --git-base URL")
-    result = pull_pool(manifest, out_dir, mirror=mirror, git_base=git_base, jobs=jobs, progress=True)
+    result = pull_pool(manifests, out_dir, mirror=mirror, git_base=git_base, jobs=jobs, progress=True)
     table = Table("source", "written", "already present", "missing", "sha1 mismatch", title=f"Pulled into {out_dir}")
     for source, counts in result.counts().items():
         table.add_row(source, *(str(counts[s]) for s in (WRITTEN, PRESENT, MISSING, MISMATCH)))

@@ -216,33 +216,41 @@ def _jpeg_segments(fh: BinaryIO, budget: _Budget) -> list[tuple[str, bytes]]:
     return segments
 
 
-def _png_segments(fh: BinaryIO, budget: _Budget) -> list[tuple[str, bytes]]:
-    """tEXt, zTXt, iTXt (generator settings, XMP), eXIf and caBX (C2PA) chunks; image data is skipped."""
-    fh.seek(8)
-    segments = []
+#: Chunked containers: how a chunk header reads, and the chunk types that hold metadata.
+PNG_CHUNKS = {b"tEXt": "text", b"zTXt": "text", b"iTXt": "text", b"eXIf": "exif", b"caBX": "c2pa"}
+WEBP_CHUNKS = {b"EXIF": "exif", b"XMP ": "xmp", b"C2PA": "c2pa"}
+
+
+def _chunks(fh: BinaryIO, budget: _Budget, container: str) -> Iterator[tuple[str, bytes, bytes]]:
+    """(kind, chunk type, data) of the metadata chunks of a PNG (big-endian length, type, data, CRC)
+    or a WebP (RIFF: type, little-endian length, data padded to an even size); the rest is skipped."""
+    png = container == "PNG"
+    fh.seek(8 if png else 12)
     while budget.count < MAX_SEGMENTS:
         header = fh.read(8)
-        if len(header) < 8:
-            break
-        length, ctype = struct.unpack(">I4s", header)
-        name = ctype.decode("latin-1")
-        if ctype == b"IEND":
-            break
-        wanted = ctype in (b"tEXt", b"zTXt", b"iTXt", b"eXIf") or ctype == b"caBX"
-        if ctype == b"caBX":
-            segments.append(("c2pa", b""))
-            fh.seek(length + 4, io.SEEK_CUR)
+        if len(header) < 8 or header[4:] == b"IEND":
+            return
+        length, ctype = struct.unpack(">I4s", header) if png else struct.unpack("<4sI", header)[::-1]
+        trailer = 4 if png else length & 1  # PNG's CRC, RIFF's padding byte
+        kind = (PNG_CHUNKS if png else WEBP_CHUNKS).get(ctype)
+        where = f"{container} {ctype.decode('latin-1').strip()} chunk"
+        if kind == "c2pa":  # the manifest store: c2pa reads it from the whole file
+            yield kind, ctype, b""
+        elif kind and budget.take(length, where):
+            yield kind, ctype, _read_exact(fh, length, f"a {where}")
+            fh.seek(trailer, io.SEEK_CUR)
             continue
-        if not wanted or not budget.take(length, f"PNG {name} chunk"):
-            fh.seek(length + 4, io.SEEK_CUR)
-            continue
-        data = _read_exact(fh, length, f"a PNG {name} chunk")
-        fh.seek(4, io.SEEK_CUR)  # CRC
-        if ctype == b"eXIf":
-            segments.append(("exif", data))
-            continue
-        keyword, text = _png_text(ctype, data)
-        segments.append(("xmp", text.encode()) if keyword == "XML:com.adobe.xmp" else (f"text:{keyword}", text.encode()))
+        fh.seek(length + trailer, io.SEEK_CUR)
+
+
+def _png_segments(fh: BinaryIO, budget: _Budget) -> list[tuple[str, bytes]]:
+    """Text chunks (generator settings, XMP), eXIf and caBX (C2PA); image data is skipped."""
+    segments = []
+    for kind, ctype, data in _chunks(fh, budget, "PNG"):
+        if kind == "text":
+            keyword, text = _png_text(ctype, data)
+            kind, data = ("xmp", text.encode()) if keyword == "XML:com.adobe.xmp" else (f"text:{keyword}", text.encode())
+        segments.append((kind, data))
     return segments
 
 
@@ -269,24 +277,8 @@ def _inflate(data: bytes) -> bytes:
 
 def _riff_segments(fh: BinaryIO, budget: _Budget) -> list[tuple[str, bytes]]:
     """WebP: EXIF, XMP and C2PA chunks."""
-    fh.seek(12)
-    segments = []
-    while budget.count < MAX_SEGMENTS:
-        header = fh.read(8)
-        if len(header) < 8:
-            break
-        ctype, length = struct.unpack("<4sI", header)
-        padded = length + (length & 1)
-        kind = {b"EXIF": "exif", b"XMP ": "xmp", b"C2PA": "c2pa"}.get(ctype)
-        if kind == "c2pa":
-            segments.append(("c2pa", b""))
-        elif kind and budget.take(length, f"WebP {ctype.decode('latin-1')} chunk"):
-            data = _read_exact(fh, length, "a WebP chunk")
-            segments.append((kind, data[len(EXIF_SIGNATURE):] if data.startswith(EXIF_SIGNATURE) else data))
-            fh.seek(padded - length, io.SEEK_CUR)
-            continue
-        fh.seek(padded, io.SEEK_CUR)
-    return segments
+    return [(kind, data[len(EXIF_SIGNATURE):] if data.startswith(EXIF_SIGNATURE) else data)
+            for kind, _, data in _chunks(fh, budget, "WebP")]
 
 
 def _pillow_segments(fh: BinaryIO, found: Provenance) -> list[tuple[str, bytes]]:

@@ -11,6 +11,7 @@ deliver in ``OUT/pull_report.csv``.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import os
 import re
@@ -22,7 +23,7 @@ from collections import Counter, defaultdict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Callable
+from typing import Callable, Sequence
 
 from tqdm.auto import tqdm
 
@@ -108,14 +109,15 @@ class _Stopped(Exception):
 
 
 def pull_pool(
-    manifest: str | Path,
+    manifest: str | Path | Sequence[str | Path],
     out: str | Path,
     mirror: str | Path | None = None,
     git_base: str | None = None,
     jobs: int = 4,
     progress: bool = False,
 ) -> PullResult:
-    """Write every file of ``manifest`` under ``out``, checked against its sha1.
+    """Write every file of ``manifest`` (one manifest or several: the pool's and the project's own
+    sources) under ``out``, checked against its sha1.
 
     Files come from ``mirror``, a folder of bare git copies (``<owner>+<name>/repo``,
     ``<owner>+<name>`` or ``<owner>/<name>.git``), or are fetched from
@@ -127,8 +129,10 @@ def pull_pool(
     if (mirror is None) == (git_base is None):
         raise ValueError("give exactly one of mirror (a folder of bare git copies) or git_base (a URL)")
     started = time.perf_counter()
-    manifest, out = Path(manifest), Path(out)
-    files = read_pool_manifest(manifest)
+    manifests = [Path(manifest)] if isinstance(manifest, (str, os.PathLike)) else [Path(m) for m in manifest]
+    out = Path(out)
+    files = [dataclasses.replace(file, index=index)
+             for index, file in enumerate(f for m in manifests for f in read_pool_manifest(m))]
     if shutil.which("git") is None:
         raise FileNotFoundError("git is not on PATH; pulling a pool reads git repositories")
     if mirror is not None and not Path(mirror).is_dir():
@@ -137,8 +141,9 @@ def pull_pool(
         locate = _Fetcher(git_base.rstrip("/"), out / CACHE_DIR).git_dir
     else:
         locate = _Mirror(Path(mirror)).git_dir
-    if (out / "manifest.csv").resolve() == manifest.resolve():
-        raise SourceError(f"{manifest}: pulling into {out} would overwrite this manifest; choose another folder")
+    for manifest in manifests:
+        if (out / "manifest.csv").resolve() == manifest.resolve():
+            raise SourceError(f"{manifest}: pulling into {out} would overwrite this manifest; choose another folder")
     targets = assign_targets(files)
     out.mkdir(parents=True, exist_ok=True)
 

@@ -40,6 +40,7 @@ class EvaluationResult:
             "view": self.view,
             "skipped": [{"path": p, "reason": r} for p, (r, _) in sorted(self.skipped.entries.items())],
             "ignored": self.ignored.to_dict(),
+            "provenance": provenance_summary(self.scored()),
         }
 
 
@@ -84,6 +85,25 @@ def evaluate_records(
     return EvaluationResult(metrics, rows, mean_source_accuracy(rows), skipped, pairs, ignored or IgnoredFiles(), view)
 
 
+def provenance_summary(scored: list[tuple[ImageRecord, Prediction]]) -> dict:
+    """What the scored files declare, per true label (files carrying each kind of evidence), and how
+    often the combined verdict differs from the pixel verdict. The metrics above stay the pixels'."""
+    rows: dict[str, dict] = {}
+    differs = combined_right = pixels_right = 0
+    for record, p in scored:
+        for evidence in {(e["kind"], e["strength"]) for e in (p.provenance or {}).get("evidence", [])}:
+            row = rows.setdefault(evidence, {"evidence": evidence[0], "strength": evidence[1], "real": 0,
+                                             "synthetic": 0})
+            row[record.label_name] += 1
+        differs += p.verdict != p.label
+        combined_right += (p.verdict or p.label) == record.label_name
+        pixels_right += p.label == record.label_name
+    n = len(scored)
+    return {"rows": sorted(rows.values(), key=lambda r: (r["strength"], r["evidence"])), "n": n,
+            "verdict_differs_from_pixels": differs,
+            "pixel_accuracy": pixels_right / n if n else None, "combined_accuracy": combined_right / n if n else None}
+
+
 def labels_probs_logits(scored: list[tuple[ImageRecord, Prediction]]) -> tuple[list[int], list[float], list[float]]:
     """True labels, P(synthetic) and log-odds of scored (record, prediction) pairs, for the metric functions."""
     return [r.label for r, _ in scored], [p.prob_synthetic for _, p in scored], [p.logit for _, p in scored]
@@ -99,10 +119,13 @@ def write_evaluation(result: EvaluationResult, out_dir: Path, figures: bool = Tr
     write_atomic(out.metrics_md, markdown_summary(result))
     with atomic_path(out.predictions) as tmp, tmp.open("w", newline="") as fh:
         writer = csv.writer(fh)
-        writer.writerow(["path", "source", "label", "predicted", "prob_synthetic", "error"])
+        writer.writerow(["path", "source", "label", "predicted", "prob_synthetic", "verdict", "basis", "provenance",
+                         "error"])
         for record, pred in result.predictions:
             prob = "" if pred.prob_synthetic is None else f"{pred.prob_synthetic:.6f}"
-            writer.writerow([record.path, record.source, record.label_name, pred.label or "", prob, pred.error or ""])
+            declared = (pred.provenance or {}).get("summary", "")
+            writer.writerow([record.path, record.source, record.label_name, pred.label or "", prob, pred.verdict or "",
+                             pred.basis or "", declared, pred.error or ""])
     result.skipped.write(out.skipped)
     if figures:
         write_figures(result, out)
@@ -155,5 +178,17 @@ def markdown_summary(result: EvaluationResult) -> str:
             f"| real | {tn} | {fp} |\n| synthetic | {fn} | {tp} |",
             f"Skipped files: {len(result.skipped)}" + (" (see skipped.csv)" if len(result.skipped) else "")
             + (f"; the folder scans {result.ignored}" if result.ignored.total else ""),
+            "## Provenance\n\n" + provenance_text(provenance_summary(result.scored())),
         ]
     ) + "\n"
+
+
+PROVENANCE_COLUMNS = ("evidence", "strength", "real", "synthetic")
+
+
+def provenance_text(summary: dict) -> str:
+    """The provenance summary as Markdown: files with each kind of evidence per label, and the verdicts."""
+    table = markdown_table(summary["rows"], PROVENANCE_COLUMNS) if summary["rows"] else "No file declared anything."
+    return (f"{table}\n\nThe combined verdict (provenance beside pixels) differs from the pixel verdict on "
+            f"{summary['verdict_differs_from_pixels']} of {summary['n']} images; accuracy "
+            f"{fmt(summary['combined_accuracy'])} combined, {fmt(summary['pixel_accuracy'])} from the pixels alone.")

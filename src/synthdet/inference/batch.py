@@ -16,6 +16,7 @@ import glob
 import hashlib
 import importlib
 import io
+import json
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -35,8 +36,10 @@ from synthdet.rundir import prepare_folder
 from synthdet.weights import sha256_of
 
 #: Output columns, in order. ``label`` is the known label (from class folders, a manifest
-#: or shards), ``predicted`` the detector's verdict.
-COLUMNS = ("input", "label", "prob_synthetic", "predicted", "uncertain", "error", "model_sha256")
+#: or shards), ``predicted`` the detector's pixel verdict; ``verdict`` and ``basis`` combine it
+#: with what a local file declares (``declared``; every piece of evidence as JSON in ``provenance``).
+COLUMNS = ("input", "label", "prob_synthetic", "predicted", "uncertain", "verdict", "basis", "declared",
+           "provenance", "error", "model_sha256")
 LOCAL_PART = "part-00000.parquet"
 
 
@@ -154,7 +157,10 @@ def score_rows(detector: Detector, inputs: Sequence[ScoreInput], options: Predic
     good = [item for item in inputs if item.error is None]
     for item, p in zip(good, detector.score_items([i.input for i in good], options, progress)):
         yield {"input": item.input, "label": item.label, "prob_synthetic": p.prob_synthetic, "predicted": p.label,
-               "uncertain": p.uncertain, "error": p.error, "model_sha256": sha256}
+               "uncertain": p.uncertain, "verdict": p.verdict, "basis": p.basis,
+               "declared": (p.provenance or {}).get("declared"),
+               "provenance": json.dumps(p.provenance["evidence"]) if p.provenance else None,
+               "error": p.error, "model_sha256": sha256}
 
 
 def arrow_schema():

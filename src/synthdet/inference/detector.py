@@ -17,6 +17,7 @@ What a result's numbers mean:
 from __future__ import annotations
 
 import dataclasses
+import io
 import math
 import os
 from dataclasses import asdict, dataclass, field
@@ -272,9 +273,7 @@ class Detector:
             by_index.update({i: Prediction(item_name(items[i], i), error=reason) for i, reason in batch.failures})
             ready.update(by_index)
             while next_index in ready:
-                item = items[next_index]
-                local_file = not isinstance(item, Image.Image) and Path(item).is_file()
-                declared = read_provenance(item) if options.provenance and local_file and ready[next_index].ok else None
+                declared = _provenance(items[next_index]) if options.provenance and ready[next_index].ok else None
                 yield ready.pop(next_index).with_provenance(declared)
                 next_index += 1
 
@@ -310,6 +309,15 @@ class Detector:
             uncertain=bool(uncertain), tile_spread=spread, flip_spread=flip_spread, n_tiles=len(tile_probs),
             image_size=tuple(size), tiles=tiles,
         )
+
+
+def _provenance(item: ImageInput) -> Provenance | None:
+    """What a local file or uploaded bytes declare; None for in-memory images and remote URLs."""
+    if isinstance(item, io.BytesIO):
+        return read_provenance(item.getvalue())
+    if isinstance(item, (str, os.PathLike)) and Path(item).is_file():
+        return read_provenance(item)
+    return None
 
 
 def _expand(inputs) -> tuple[list[ImageInput], list[tuple[str, str]]]:

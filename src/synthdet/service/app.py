@@ -109,8 +109,11 @@ def create_app(checkpoint: str | Path | None = None, max_upload_mb: float = DEFA
         heatmap: bool = Query(False, description="add a PNG heatmap of tile probabilities (base64)"),
         tiles: bool = Query(True, description="cover large images with tiles (else one center crop)"),
         tta: bool = Query(False, description="also score mirrored views"),
+        provenance: bool = Query(True, description="also read what each file declares (C2PA, IPTC, generator "
+                                                   "settings, EXIF); the combined verdict says its basis"),
     ):
-        options = PredictOptions(tiles=tiles, tta=tta, keep_tiles=heatmap, workers=0, max_pixels=SERVICE_MAX_PIXELS)
+        options = PredictOptions(tiles=tiles, tta=tta, keep_tiles=heatmap, workers=0, max_pixels=SERVICE_MAX_PIXELS,
+                                 provenance=provenance)
         async with in_memory:
             uploads = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
             loop = asyncio.get_running_loop()
