@@ -13,7 +13,7 @@ from synthdet.config import FeatureConfig
 from synthdet.data.toy import toy_image
 from synthdet.data.transforms import pad_to_size
 from synthdet.inference.detector import Detector, PredictOptions
-from synthdet.inference.heatmap import heatmap_image
+from synthdet.inference.heatmap import LEGEND_HEIGHT, heatmap_image, interpolate_views
 from synthdet.inference.tiles import TileTransform, coverage, plan_tiles
 from synthdet.inference.video import iter_frames, predict_video, smooth
 
@@ -97,9 +97,22 @@ def test_a_half_and_half_image_is_flagged_uncertain_by_its_tile_spread():
     assert 0.3 < vote.prob_synthetic < 0.7  # share of tiles voting synthetic
     assert {round(t["prob_synthetic"]) for t in p.tiles} == {0, 1}
     heat = heatmap_image(pixels, p)
-    assert heat.size == (512, 128)  # the image's aspect, at its own size when within bounds
+    assert heat.size == (512, 128 + LEGEND_HEIGHT)  # the image's aspect, at its own size when within bounds
     assert heatmap_image(pixels[:64, :128], det.predict(Image.fromarray(pixels[:64, :128]), keep_tiles=True)[0]).size \
-        == (384, 192)  # small images are enlarged, keeping the aspect
+        == (384, 192 + LEGEND_HEIGHT)  # small images are enlarged, keeping the aspect
+    left, right = np.asarray(heat)[64, 40].astype(int), np.asarray(heat)[64, 470].astype(int)
+    assert left[2] > left[0] and right[0] > right[2]  # blue over the dark (real) half, red over the bright one
+
+
+def test_view_probabilities_cover_the_whole_map():
+    centres = np.array([[10.0, 10.0], [10.0, 30.0], [30.0, 10.0], [30.0, 30.0]])
+    field = interpolate_views((41, 41), centres, np.array([0.0, 1.0, 0.0, 1.0]))
+    assert not np.isnan(field).any()
+    assert field[20, 20] == pytest.approx(0.5) and field[20, 10] == pytest.approx(0.0)
+    assert field[0, 40] == pytest.approx(1.0) and field[40, 0] == pytest.approx(0.0)  # edges continue the grid
+    line = interpolate_views((5, 41), np.array([[2.0, 0.0], [2.0, 40.0]]), np.array([0.2, 0.6]))
+    assert line[0, 20] == pytest.approx(0.4) and line[4, 40] == pytest.approx(0.6)  # one row of views
+    assert np.all(interpolate_views((3, 3), np.array([[1.0, 1.0]]), np.array([0.7])) == 0.7)
 
 
 def test_mirroring_reveals_a_left_right_dependent_model():
@@ -124,8 +137,8 @@ def test_heatmap_of_a_full_hd_image_keeps_its_aspect(checkpoint, tmp_path):
     pixels = toy_image(np.random.default_rng(0), "terrain", True, 1080, 1920)
     p = det.predict(Image.fromarray(pixels), keep_tiles=True, max_tiles=600)[0]
     image = heatmap_image(pixels, p)
-    assert image.size == (1024, 576)
-    assert abs(image.size[0] / image.size[1] - 1920 / 1080) < 0.01
+    assert image.size == (1024, 576 + LEGEND_HEIGHT)
+    assert abs(image.size[0] / (image.size[1] - LEGEND_HEIGHT) - 1920 / 1080) < 0.01
 
 
 def make_clip(path: Path, pattern: str, fps: int = 10) -> None:
