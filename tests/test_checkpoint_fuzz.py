@@ -156,6 +156,12 @@ def test_random_tensor_corruptions_load_sanely_or_are_refused(tmp_path):
     (("model", "in_chans"), 3, "model.in_chans is 3, but features ['rgb', 'fft_mag'] give 6 channels"),
     (("class_names",), ["synthetic", "real"], "must be ['real', 'synthetic']"),
     (("model", "options"), {"width": 10**9}, "cannot build the model its metadata describes"),
+    # a default in their place would change every score: normalization null gave 0.9953 -> 0.9993
+    (("normalization",), None, "normalization missing or null"),
+    (("normalization",), MISSING, "normalization missing or null"),
+    (("temperature",), MISSING, "temperature missing or null"),
+    (("threshold",), None, "threshold missing or null"),
+    (("class_names",), MISSING, "class_names missing or null"),
 ])
 def test_each_problem_the_issue_found_is_one_clear_error(tmp_path, field, value, problem):
     meta, tensors = read_original()
@@ -163,6 +169,14 @@ def test_each_problem_the_issue_found_is_one_clear_error(tmp_path, field, value,
     with pytest.raises(CheckpointError) as info:
         synthdet.load(path, device="cpu")
     assert str(info.value).startswith(f"{path}: ") and problem in str(info.value)
+
+
+def test_a_checkpoint_without_normalization_is_refused_with_exit_2(tmp_path, cli):
+    meta, tensors = read_original()
+    path = write(tmp_path / "no_norm.safetensors", json.dumps(set_field(meta, ("normalization",), None)), tensors)
+    for command in (("info", path), ("predict", "-m", path, *INPUTS)):
+        code, _, err = cli(*command)
+        assert code == 2 and "normalization missing or null" in err and "Traceback" not in err
 
 
 @pytest.mark.slow

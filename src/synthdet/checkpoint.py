@@ -212,7 +212,9 @@ def _write(path: Path, tensors: dict[str, torch.Tensor], meta: CheckpointMeta) -
 def parse_metadata(text: str, path: str | Path) -> CheckpointMeta:
     """Validated metadata from its JSON text; any problem is a :class:`CheckpointError` naming ``path``."""
     try:
-        meta = CheckpointMeta.model_validate(json.loads(text))
+        raw = json.loads(text)
+        _say_explicitly(raw, path)
+        meta = CheckpointMeta.model_validate(raw)
     except json.JSONDecodeError as exc:
         raise CheckpointError(f"{path}: metadata is not valid JSON ({exc})") from None
     except ValidationError as exc:
@@ -225,6 +227,24 @@ def parse_metadata(text: str, path: str | Path) -> CheckpointMeta:
             f"{path}: checkpoint format {meta.format_version} is newer than this synthdet ({__version__}) reads"
         )
     return meta
+
+
+#: Metadata a checkpoint must state, because a default in their place would change every score:
+#: how the input is normalized, the decision threshold, the temperature, the class order, and
+#: (from format 2) the view. synthdet writes every one of them in every checkpoint it saves.
+EXPLICIT_FIELDS = ("normalization", "threshold", "temperature", "class_names")
+
+
+def _say_explicitly(raw, path: str | Path) -> None:
+    """Refuse metadata that leaves out a field whose default would silently change the output."""
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path}: metadata must be a JSON object")
+    missing = [key for key in EXPLICIT_FIELDS if raw.get(key) is None]
+    if isinstance(raw.get("format_version"), int) and raw["format_version"] >= 2 and "view" not in raw:
+        missing.append("view")
+    if missing:
+        raise CheckpointError(f"{path}: invalid metadata: {', '.join(missing)} missing or null; a checkpoint must "
+                              f"state them (a default would change every score), so it is refused")
 
 
 def read_metadata(path: str | Path) -> CheckpointMeta:

@@ -14,8 +14,10 @@ from __future__ import annotations
 import csv
 import io
 import itertools
+import multiprocessing
 import os
 import random
+import threading
 import tarfile
 from collections import Counter
 from dataclasses import dataclass, field
@@ -24,6 +26,7 @@ from typing import BinaryIO, Callable, Iterator, Sequence, Union
 
 import numpy as np
 import torch
+import torch.distributed as dist
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, get_worker_info
 
@@ -236,6 +239,19 @@ def resolve_workers(workers: int) -> int:
     return (os.cpu_count() or 1) if workers < 0 else workers
 
 
+#: Seconds a loader waits for a worker's batch before it fails with a message instead of hanging:
+#: far above any batch's time (a batch of full-HD images decodes in about a second per core).
+WORKER_TIMEOUT = float(os.environ.get("SYNTHDET_WORKER_TIMEOUT", 600))
+
+
+def worker_context() -> str | None:
+    """How DataLoader workers start: ``forkserver`` where a process already runs threads or a
+    process group (a worker forked from it can inherit a lock another thread held, and hang
+    before it starts: seen under torchrun), the platform's default elsewhere."""
+    threaded = threading.active_count() > 1 or (dist.is_available() and dist.is_initialized())
+    return "forkserver" if threaded and "forkserver" in multiprocessing.get_all_start_methods() else None
+
+
 def make_loader(
     dataset: ImageDataset | ShardStream,
     batch_size: int,
@@ -260,7 +276,10 @@ def make_loader(
         persistent_workers=persistent and workers > 0,
         prefetch_factor=4 if workers > 0 else None,
         drop_last=drop_last,
+        multiprocessing_context=worker_context() if workers > 0 else None,
+        timeout=WORKER_TIMEOUT if workers > 0 else 0,
     )
+
 
 
 class SkipLog:

@@ -10,6 +10,7 @@ logs, checkpoints and reports. Without torchrun everything here is a no-op.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 from dataclasses import dataclass
 from typing import Any, Iterator, TypeVar
@@ -54,7 +55,10 @@ def process_group(cuda: bool) -> Iterator[None]:
         return
     if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    dist.init_process_group("nccl" if cuda else "gloo")
+    # Every collective gives up after this long (torch's default is 30 minutes): a rank that
+    # stalls or dies ends the job with an error instead of leaving the others waiting.
+    timeout = datetime.timedelta(seconds=float(os.environ.get("SYNTHDET_COLLECTIVE_TIMEOUT", 300)))
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
     try:
         yield
     finally:
