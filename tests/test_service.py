@@ -26,10 +26,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(checkpoint):
+def server(checkpoint, tmp_path_factory):
     port = free_port()
+    log_path = tmp_path_factory.mktemp("server") / "server.log"
+    log = log_path.open("w")  # a file, not a pipe: a pipe nobody reads fills and blocks the server
     proc = subprocess.Popen([sys.executable, "-m", "synthdet", "serve", "-m", str(checkpoint), "--port", str(port)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
     while time.monotonic() < deadline:
@@ -39,13 +41,14 @@ def server(checkpoint):
         except httpx.TransportError:
             time.sleep(0.3)
         if proc.poll() is not None:
-            raise RuntimeError(proc.stdout.read())
+            raise RuntimeError(log_path.read_text())
     else:
         proc.kill()
         raise RuntimeError("server did not start")
     yield url, proc
     proc.terminate()
     proc.wait(timeout=20)
+    log.close()
 
 
 @pytest.fixture(scope="module")
