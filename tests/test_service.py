@@ -161,11 +161,17 @@ def test_web_page_shows_a_verdict_for_an_uploaded_image(server, toy_jpeg, browse
 
     signed = tmp_path / "signed.jpg"
     signed.write_bytes(sign_c2pa(toy_jpeg.read_bytes(), "trainedAlgorithmicMedia"))
-    browser.find_element(By.ID, "file-input").send_keys(str(signed))
-    WebDriverWait(browser, 60).until(lambda d: len(d.find_elements(By.CSS_SELECTOR, ".result")) == 2)
-    newest = browser.find_element(By.CSS_SELECTOR, ".result")  # results are prepended
-    assert newest.find_element(By.CSS_SELECTOR, ".verdict").text.startswith("synthetic, declared by the file")
-    assert "c2pa: trainedAlgorithmicMedia by synthdet test generator" in newest.text and "pixels say" in newest.text
+    file_input = browser.find_element(By.ID, "file-input")
+    browser.execute_script("arguments[0].value = '';", file_input)  # a file input keeps (and re-sends) earlier picks
+    file_input.send_keys(str(signed))
+
+    def signed_card(driver):
+        return next((card for card in driver.find_elements(By.CSS_SELECTOR, ".result")
+                     if "signed.jpg" in card.find_element(By.CSS_SELECTOR, ".name").text), None)
+
+    card = WebDriverWait(browser, 60).until(signed_card)
+    assert card.find_element(By.CSS_SELECTOR, ".verdict").text.startswith("synthetic, declared by the file")
+    assert "c2pa: trainedAlgorithmicMedia by synthdet test generator" in card.text and "pixels say" in card.text
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "service_page.png"))
     assert (ARTIFACTS / "service_page.png").stat().st_size > 10_000

@@ -427,7 +427,7 @@ def _read_c2pa(source, found: Provenance) -> None:
                     data = fh.read()
             reader = c2pa.Reader(_mime_type(data), io.BytesIO(data), context=context)
             try:
-                manifest = reader.get_active_manifest() or {}
+                store = json.loads(reader.json())
                 state = reader.get_validation_state() or "unknown"
                 results = reader.get_validation_results() or {}
             finally:
@@ -436,10 +436,21 @@ def _read_c2pa(source, found: Provenance) -> None:
         found.evidence.append(Evidence("metadata_error", f"C2PA manifest could not be read "
                                        f"({type(exc).__name__}: {str(exc)[:200]})", "C2PA manifest store", ERROR))
         return
-    found.evidence.append(_c2pa_evidence(manifest, state, results))
+    found.evidence.append(_c2pa_evidence(store, state, results))
 
 
-def _c2pa_evidence(manifest: dict, state: str, results: dict) -> Evidence:
+def _actions(manifest: dict) -> list[dict]:
+    return [a for assertion in manifest.get("assertions", []) if str(assertion.get("label", "")).startswith(
+        "c2pa.actions") for a in (assertion.get("data") or {}).get("actions", []) if isinstance(a, dict)]
+
+
+def _c2pa_evidence(store: dict, state: str, results: dict) -> Evidence:
+    """What the manifest store says: the active manifest's claim and signature, and the actions of
+    its whole history (an edited or converted image keeps its creation in an ingredient's manifest:
+    ChatGPT's and Sora's outputs carry ``c2pa.created`` there)."""
+    manifests = store.get("manifests") or {}
+    manifest = manifests.get(store.get("active_manifest"), {})
+    history = [manifest] + [m for label, m in manifests.items() if label != store.get("active_manifest")]
     active = results.get("activeManifest") or {}
     failures = sorted({f.get("code", "") for f in active.get("failure", [])})
     successes = {s.get("code", "") for s in active.get("success", [])}
@@ -447,10 +458,12 @@ def _c2pa_evidence(manifest: dict, state: str, results: dict) -> Evidence:
         code.startswith("claimSignature.") and code != "claimSignature.insideValidity" for code in failures)
     hash_mismatch = any(code.endswith(".mismatch") and not code.startswith("claimSignature.") for code in failures)
     trusted = "signingCredential.trusted" in successes
-    actions = [a for assertion in manifest.get("assertions", []) if str(assertion.get("label", "")).startswith(
-        "c2pa.actions") for a in (assertion.get("data") or {}).get("actions", [])]
+    actions = [a for m in history for a in _actions(m)]
     source_types = [str(a.get("digitalSourceType", "")).rstrip("/").rsplit("/", 1)[-1] for a in actions
                     if a.get("digitalSourceType")]
+    agents = sorted({str(a["softwareAgent"].get("name") if isinstance(a.get("softwareAgent"), dict)
+                         else a.get("softwareAgent")) for a in actions if a.get("action") == "c2pa.created"
+                     and a.get("softwareAgent")})
     generator = ", ".join(g.get("name", "") for g in manifest.get("claim_generator_info", []) if g.get("name")) \
         or str(manifest.get("claim_generator", ""))
     signer = manifest.get("signature_info") or {}
@@ -458,6 +471,7 @@ def _c2pa_evidence(manifest: dict, state: str, results: dict) -> Evidence:
         "claim_generator": generator, "signer": signer.get("issuer") or signer.get("common_name"),
         "signer_common_name": signer.get("common_name"), "signed_at": signer.get("time"),
         "actions": [a.get("action") for a in actions], "digital_source_types": source_types,
+        "created_by": agents, "manifests": len(manifests),
         "validation_state": state, "failures": failures,
         "signer_checked": "against the configured trust list" if os.environ.get(TRUST_ANCHORS_ENV)
         else "not checked against a trust list (none configured)",
@@ -470,7 +484,10 @@ def _c2pa_evidence(manifest: dict, state: str, results: dict) -> Evidence:
     who = detail["signer"] or "unknown signer"
     trust = "trusted" if trusted else ("untrusted" if os.environ.get(TRUST_ANCHORS_ENV)
                                        else "untrusted: no trust list configured")
-    value = (f"{'/'.join(source_types) or 'no source type'} by {generator or 'unknown generator'} "
+    if "signingCredential.expired" in failures:
+        trust += ", credential expired"
+    maker = " via ".join(filter(None, [", ".join(agents), generator])) or "unknown generator"
+    value = (f"{'/'.join(dict.fromkeys(source_types)) or 'no source type'} by {maker} "
              f"(signed by {who}, {trust}; {integrity})")
     if signature_ok and synthetic:
         strength = DECLARES_SYNTHETIC
