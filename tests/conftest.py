@@ -201,13 +201,20 @@ def sign_c2pa():
     private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                                 serialization.NoEncryption())
 
-    def sign(jpeg: bytes, source_type: str) -> bytes:
+    def sign(jpeg: bytes, source_type: str | None, parent: bytes | None = None) -> bytes:
+        """``parent``: a signed image this one was converted from (its manifest becomes an ingredient)."""
+        actions = [{"action": "c2pa.created",
+                    "digitalSourceType": f"http://cv.iptc.org/newscodes/digitalsourcetype/{source_type}"}]
+        if parent is not None:
+            actions = [{"action": "c2pa.opened", "parameters": {"ingredientIds": ["parent"]}},
+                       {"action": "c2pa.converted"}]
         manifest = {"claim_generator_info": [{"name": "synthdet test generator", "version": "1.0"}],
-                    "assertions": [{"label": "c2pa.actions", "data": {"actions": [{
-                        "action": "c2pa.created",
-                        "digitalSourceType": f"http://cv.iptc.org/newscodes/digitalsourcetype/{source_type}"}]}}]}
+                    "assertions": [{"label": "c2pa.actions", "data": {"actions": actions}}]}
         signer = c2pa.Signer.from_info(c2pa.C2paSignerInfo(b"es256", chain, private, None))
         builder = c2pa.Builder(manifest)
+        if parent is not None:
+            builder.add_ingredient({"title": "parent.jpg", "relationship": "parentOf", "label": "parent"},
+                                   "image/jpeg", io.BytesIO(parent))
         try:
             out = io.BytesIO()
             builder.sign(signer, "image/jpeg", io.BytesIO(jpeg), out)

@@ -149,6 +149,16 @@ def test_c2pa_signed_image_untrusted_signer_and_edit_after_signing(tmp_path, sig
     assert "hash mismatch" in changed.value and changed.strength == DECLARES_SYNTHETIC  # still says what made it
 
 
+def test_creation_recorded_in_an_ingredient_manifest_still_counts(sign_c2pa):
+    """As ChatGPT and Sora sign their outputs: the active manifest records a conversion, and the
+    c2pa.created with its source type sits in the manifest of the image it was converted from."""
+    original = sign_c2pa(jpeg_bytes(), "trainedAlgorithmicMedia")
+    converted = sign_c2pa(original, None, parent=original)
+    c2pa = next(e for e in read_provenance(converted).evidence if e.kind == "c2pa")
+    assert c2pa.detail["manifests"] == 2 and "c2pa.converted" in c2pa.detail["actions"]
+    assert c2pa.detail["digital_source_types"] == ["trainedAlgorithmicMedia"] and c2pa.strength == DECLARES_SYNTHETIC
+
+
 def test_a_signed_camera_capture_is_reported_as_such(sign_c2pa):
     found = read_provenance(sign_c2pa(jpeg_bytes(), "digitalCapture"))
     assert found.declared == "capture"
