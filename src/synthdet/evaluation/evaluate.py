@@ -186,9 +186,14 @@ def markdown_summary(result: EvaluationResult) -> str:
 PROVENANCE_COLUMNS = ("evidence", "strength", "real", "synthetic")
 
 
+def provenance_sentence(summary: dict) -> str:
+    """How often the combined verdict differs from the pixels', and both accuracies."""
+    return (f"The combined verdict (provenance beside pixels) differs from the pixel verdict on "
+            f"{summary['verdict_differs_from_pixels']} of {summary['n']} images; accuracy "
+            f"{fmt(summary['combined_accuracy'])} combined, {fmt(summary['pixel_accuracy'])} from the pixels alone.")
+
+
 def provenance_text(summary: dict) -> str:
     """The provenance summary as Markdown: files with each kind of evidence per label, and the verdicts."""
     table = markdown_table(summary["rows"], PROVENANCE_COLUMNS) if summary["rows"] else "No file declared anything."
-    return (f"{table}\n\nThe combined verdict (provenance beside pixels) differs from the pixel verdict on "
-            f"{summary['verdict_differs_from_pixels']} of {summary['n']} images; accuracy "
-            f"{fmt(summary['combined_accuracy'])} combined, {fmt(summary['pixel_accuracy'])} from the pixels alone.")
+    return f"{table}\n\n{provenance_sentence(summary)}"

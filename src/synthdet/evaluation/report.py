@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from synthdet.data.sources import IgnoredFiles
-from synthdet.evaluation.evaluate import GALLERIES, PROVENANCE_COLUMNS, SOURCE_COLUMNS
+from synthdet.evaluation.evaluate import GALLERIES, PROVENANCE_COLUMNS, SOURCE_COLUMNS, provenance_sentence
 from synthdet.evaluation.tables import PROTOCOL_COLUMNS, fmt, markdown_table, protocol_summary_line
 from synthdet.rundir import RunDir, write_atomic
 
@@ -184,11 +184,8 @@ def _evaluations(run: RunDir) -> list[Section]:
         ]
         provenance = metrics.get("provenance")
         if provenance:
-            blocks.append(Paragraph(
-                "Provenance (what the files declare: C2PA, IPTC source type, generator settings, EXIF), files per "
-                f"label. The combined verdict differs from the pixel verdict on {provenance['verdict_differs_from_pixels']}"
-                f" of {provenance['n']} images; accuracy {fmt(provenance['combined_accuracy'])} combined, "
-                f"{fmt(provenance['pixel_accuracy'])} from the pixels alone."))
+            blocks.append(Paragraph("Provenance (what the files declare: C2PA, IPTC source type, generator settings, "
+                                    f"EXIF), files per label. {provenance_sentence(provenance)}"))
             if provenance["rows"]:
                 blocks.append(Table(PROVENANCE_COLUMNS, provenance["rows"]))
         for name, caption in (("confusion", "Confusion matrix"), ("roc", "ROC curve"), ("pr", "Precision-recall")):
