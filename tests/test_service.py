@@ -30,7 +30,9 @@ def server(checkpoint, tmp_path_factory):
     port = free_port()
     log_path = tmp_path_factory.mktemp("server") / "server.log"
     log = log_path.open("w")  # a file, not a pipe: a pipe nobody reads fills and blocks the server
-    proc = subprocess.Popen([sys.executable, "-m", "synthdet", "serve", "-m", str(checkpoint), "--port", str(port)],
+    # a queue longer than the tests' 25 concurrent clients: these tests mean to be served, not shed
+    proc = subprocess.Popen([sys.executable, "-m", "synthdet", "serve", "-m", str(checkpoint), "--port", str(port),
+                             "--max-queue", "64"],
                             stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 90
@@ -106,7 +108,7 @@ def test_decompression_bomb_is_refused_from_its_header(server):
 
 def test_model_health_and_openapi(server):
     url, _ = server
-    assert httpx.get(f"{url}/healthz").json() == {"status": "ok"}
+    assert httpx.get(f"{url}/healthz").json() == {"status": "ok", "requests_in": 0, "queue_limit": 64, "shed": 0}
     model = httpx.get(f"{url}/v1/model").json()
     assert model["model"]["name"] == "resnet18" and model["crop"] == "64x64"
     assert "/v1/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
@@ -175,3 +177,116 @@ def test_web_page_shows_a_verdict_for_an_uploaded_image(server, toy_jpeg, browse
     ARTIFACTS.mkdir(exist_ok=True)
     browser.save_screenshot(str(ARTIFACTS / "service_page.png"))
     assert (ARTIFACTS / "service_page.png").stat().st_size > 10_000
+
+
+class ServerThread:
+    """A uvicorn server for an app object, in a thread of this process (so a test can patch its scoring)."""
+
+    def __init__(self, app):
+        import uvicorn
+
+        self.port = free_port()
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning"))
+        self.url = f"http://127.0.0.1:{self.port}"
+
+    def __enter__(self):
+        import threading
+
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc):
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@pytest.fixture()
+def held_scoring(monkeypatch):
+    """Scoring that waits until the test releases it (or the request is told to stop); records stops."""
+    import threading
+
+    from synthdet.service import app as service
+
+    state = {"release": threading.Event(), "started": threading.Event(), "stopped": []}
+
+    def slow_score(detector, uploads, options, heatmap, stop):
+        state["started"].set()
+        while not state["release"].is_set():
+            if stop.wait(0.05):
+                state["stopped"].append(uploads[0][0])
+                raise service.Overloaded
+        return [{"input": name, "prob_synthetic": 0.5} for name, _ in uploads]
+
+    monkeypatch.setattr(service, "_score", slow_score)
+    return state
+
+
+def test_a_full_queue_sheds_at_once_with_retry_after(checkpoint, held_scoring, toy_jpeg):
+    from synthdet.service.app import create_app
+
+    files = [("files", ("a.jpg", toy_jpeg.read_bytes(), "image/jpeg"))]
+    with ServerThread(create_app(checkpoint, device="cpu", max_queue=2)) as server, \
+            ThreadPoolExecutor(max_workers=2) as clients:
+        held = [clients.submit(post, server.url, files) for _ in range(2)]
+        deadline = time.monotonic() + 20
+        while httpx.get(f"{server.url}/healthz").json()["requests_in"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        started = time.monotonic()
+        shed = post(server.url, files)
+        assert time.monotonic() - started < 2  # answered at once, not queued
+        assert shed.status_code == 503 and int(shed.headers["Retry-After"]) >= 1
+        assert "busy" in shed.json()["detail"]
+        held_scoring["release"].set()
+        assert [f.result().status_code for f in held] == [200, 200]
+        health = httpx.get(f"{server.url}/healthz").json()
+        assert health["requests_in"] == 0 and health["shed"] == 1
+
+
+def test_a_request_past_its_deadline_is_dropped_with_503(checkpoint, held_scoring, toy_jpeg):
+    from synthdet.service.app import create_app
+
+    with ServerThread(create_app(checkpoint, device="cpu", request_timeout=1.0)) as server:
+        started = time.monotonic()
+        response = post(server.url, [("files", ("late.jpg", toy_jpeg.read_bytes(), "image/jpeg"))])
+        assert response.status_code == 503 and "within 1 s" in response.json()["detail"]
+        assert time.monotonic() - started < 5
+        deadline = time.monotonic() + 5
+        while not held_scoring["stopped"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert held_scoring["stopped"] == ["late.jpg"]  # the scoring job was told to stop, and did
+
+
+def test_work_of_a_client_that_went_away_is_dropped(checkpoint, held_scoring, toy_jpeg):
+    from synthdet.service.app import create_app
+
+    with ServerThread(create_app(checkpoint, device="cpu", request_timeout=120)) as server:
+        with pytest.raises(httpx.ReadTimeout):
+            httpx.post(f"{server.url}/v1/predict", timeout=httpx.Timeout(30, read=1.0),
+                       files=[("files", ("gone.jpg", toy_jpeg.read_bytes(), "image/jpeg"))])
+        deadline = time.monotonic() + 10  # the client closed its connection on the timeout
+        while not held_scoring["stopped"] and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert held_scoring["stopped"] == ["gone.jpg"]
+        assert httpx.get(f"{server.url}/healthz").json()["requests_in"] == 0
+
+
+def test_service_and_predict_give_one_probability_for_one_file(checkpoint, toy_jpeg, tmp_path):
+    """One view policy: the service scores with the model's view, as Detector.predict and the CLI do."""
+    from synthdet.checkpoint import read_metadata, read_tensors, save_checkpoint
+    from synthdet.config import ViewConfig
+    from synthdet.inference.detector import Detector
+    from synthdet.service.app import create_app
+
+    one_crop = tmp_path / "one-crop.safetensors"  # a model whose own view is one center crop, not tiles
+    save_checkpoint(one_crop, read_tensors(checkpoint),
+                    read_metadata(checkpoint).model_copy(update={"view": ViewConfig(mode="crop")}))
+    (expected,) = Detector.load(one_crop, "cpu").predict([toy_jpeg])
+    assert expected.n_tiles == 1
+    with ServerThread(create_app(one_crop, device="cpu")) as server:
+        (result,) = post(server.url, [("files", (toy_jpeg.name, toy_jpeg.read_bytes(), "image/jpeg"))]).json()["results"]
+    assert result["n_tiles"] == expected.n_tiles
+    assert result["prob_synthetic"] == pytest.approx(expected.prob_synthetic, abs=1e-6)

@@ -13,6 +13,13 @@ runs on a bounded pool of ``workers`` threads (default 1: a forward pass on the 
 every core already), and each request decodes and scores its files one at a time, so memory
 is bounded by ``workers`` images of :data:`SERVICE_MAX_PIXELS` whatever the number of
 requests or files. The model is loaded once, at start.
+
+Under load the service sheds instead of queueing without end (:class:`Admission`): at most
+``max_queue`` requests wait or run; one more gets 503 with ``Retry-After`` at once. A
+request that has not finished within ``request_timeout`` seconds gets 503 too, and the
+work of a request whose client went away, or that ran out of time, is dropped before its
+next file. Images are scored with the model's own view, as ``synthdet predict`` and
+:meth:`Detector.predict` do, unless the request asks for tiles or one crop.
 """
 
 from __future__ import annotations
@@ -20,11 +27,14 @@ from __future__ import annotations
 import asyncio
 import base64
 import io
+import math
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 
-from fastapi import FastAPI, File, HTTPException, Query, UploadFile
+from fastapi import FastAPI, File, HTTPException, Query, Request, UploadFile
 from fastapi.responses import HTMLResponse, JSONResponse
 
 from synthdet.data.decode import DEFAULT_MAX_PIXELS, load_image
@@ -42,6 +52,45 @@ SERVICE_MAX_PIXELS = DEFAULT_MAX_PIXELS // 2
 #: closed). uvicorn's own ``timeout_keep_alive`` closes idle connections between requests.
 DEFAULT_BODY_TIMEOUT = 30.0
 KEEP_ALIVE_TIMEOUT = 5
+#: Requests that may wait or run at once, per inference thread; one more is answered 503.
+DEFAULT_QUEUE_PER_WORKER = 8
+#: Seconds a request may take, queueing included, before it is answered 503 and its work dropped.
+DEFAULT_REQUEST_TIMEOUT = 60.0
+#: How often a waiting request checks whether its client is still there.
+DISCONNECT_POLL_S = 0.25
+
+
+class Overloaded(Exception):
+    """Raised inside a scoring job to stop it: the client left or the deadline passed."""
+
+
+class Admission:
+    """A bounded queue of requests: admit while fewer than ``limit`` are in, else shed with a wait hint.
+
+    ``Retry-After`` is the time the requests already in would take at the recent mean
+    service time per request, shared by ``workers`` threads (at least 1 s).
+    """
+
+    def __init__(self, limit: int, workers: int):
+        self.limit, self.workers = limit, workers
+        self.active = 0
+        self.mean_seconds = 1.0  # exponential mean of a request's scoring time
+        self.shed = 0
+
+    def try_enter(self) -> bool:
+        if self.active >= self.limit:
+            self.shed += 1
+            return False
+        self.active += 1
+        return True
+
+    def leave(self, seconds: float | None) -> None:
+        self.active -= 1
+        if seconds is not None:
+            self.mean_seconds = 0.8 * self.mean_seconds + 0.2 * seconds
+
+    def retry_after(self) -> int:
+        return max(1, math.ceil(self.active * self.mean_seconds / self.workers))
 
 
 class BodyLimits:
@@ -82,18 +131,16 @@ class BodyLimits:
 
 
 def create_app(checkpoint: str | Path | None = None, max_upload_mb: float = DEFAULT_MAX_UPLOAD_MB, workers: int = 1,
-               device: str = "auto", body_timeout: float = DEFAULT_BODY_TIMEOUT) -> FastAPI:
+               device: str = "auto", body_timeout: float = DEFAULT_BODY_TIMEOUT, max_queue: int | None = None,
+               request_timeout: float = DEFAULT_REQUEST_TIMEOUT) -> FastAPI:
     detector = Detector.load(checkpoint, device)
     pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synthdet")
+    admission = Admission(max_queue or DEFAULT_QUEUE_PER_WORKER * workers, workers)
     # At most this many requests hold their upload bytes in memory; the others wait with
     # their uploads still spooled by the multipart parser.
     in_memory = asyncio.Semaphore(4 * workers)
     app = FastAPI(title="synthdet", version=__version__,
                   description="Tell real photographs from synthetic images. See GET / for a web page.")
-
-    @app.get("/healthz")
-    def healthz():
-        return {"status": "ok"}
 
     @app.get("/v1/model")
     def model():
@@ -103,21 +150,42 @@ def create_app(checkpoint: str | Path | None = None, max_upload_mb: float = DEFA
     def page():
         return resources.files("synthdet.service").joinpath("index.html").read_text()
 
+    @app.get("/healthz")
+    def healthz():
+        return {"status": "ok", "requests_in": admission.active, "queue_limit": admission.limit,
+                "shed": admission.shed}
+
     @app.post("/v1/predict")
     async def predict(
+        request: Request,
         files: list[UploadFile] = File(..., description="one or several images"),
         heatmap: bool = Query(False, description="add a PNG heatmap of tile probabilities (base64)"),
-        tiles: bool = Query(True, description="cover large images with tiles (else one center crop)"),
+        tiles: bool | None = Query(None, description="true: tiles over the image; false: one center crop; "
+                                                     "omitted: the model's own view, as synthdet predict"),
         tta: bool = Query(False, description="also score mirrored views"),
         provenance: bool = Query(True, description="also read what each file declares (C2PA, IPTC, generator "
                                                    "settings, EXIF); the combined verdict says its basis"),
     ):
-        options = PredictOptions(tiles=tiles, tta=tta, keep_tiles=heatmap, workers=0, max_pixels=SERVICE_MAX_PIXELS,
-                                 provenance=provenance)
-        async with in_memory:
-            uploads = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
-            loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(pool, _score, detector, uploads, options, heatmap)
+        if not admission.try_enter():
+            raise HTTPException(status_code=503, detail=f"busy: {admission.active} requests in, try again later",
+                                headers={"Retry-After": str(admission.retry_after())})
+        started = time.monotonic()
+        stop = threading.Event()  # set when the client leaves or the deadline passes: the job ends early
+        finished = None
+        try:
+            options = PredictOptions(tiles=tiles, tta=tta, keep_tiles=heatmap, workers=0,
+                                     max_pixels=SERVICE_MAX_PIXELS, provenance=provenance)
+            async with in_memory:
+                uploads = [(f.filename or f"file {i}", await f.read()) for i, f in enumerate(files)]
+                job = asyncio.get_running_loop().run_in_executor(pool, _score, detector, uploads, options, heatmap,
+                                                                 stop)
+                results = await _watch(job, request, stop, started + request_timeout)
+            finished = time.monotonic() - started
+        finally:
+            admission.leave(finished)
+        if results is None:
+            raise HTTPException(status_code=503, detail=f"not finished within {request_timeout:g} s; dropped",
+                                headers={"Retry-After": str(admission.retry_after())})
         if all("error" in r and r["error"] for r in results):
             status, detail = results[0]["status"], "; ".join(f"{r['input']}: {r['error']}" for r in results)
             raise HTTPException(status_code=status, detail=detail)
@@ -130,14 +198,32 @@ def create_app(checkpoint: str | Path | None = None, max_upload_mb: float = DEFA
     return app
 
 
-def _score(detector: Detector, uploads: list[tuple[str, bytes]], options: PredictOptions, heatmap: bool) -> list[dict]:
+async def _watch(job: asyncio.Future, request: Request, stop: threading.Event, deadline: float) -> list | None:
+    """The job's results, or None once the client has gone or the deadline has passed (the job is told to stop)."""
+    while True:
+        done, _ = await asyncio.wait({job}, timeout=DISCONNECT_POLL_S)
+        if done:
+            try:
+                return job.result()
+            except Overloaded:
+                return None
+        if time.monotonic() > deadline or await request.is_disconnected():
+            stop.set()
+            job.cancel()  # still queued: it never starts; running: it stops before its next file
+            return None
+
+
+def _score(detector: Detector, uploads: list[tuple[str, bytes]], options: PredictOptions, heatmap: bool,
+           stop: threading.Event) -> list[dict]:
     """Score the uploads of one request (runs on the worker pool) one at a time, in upload order.
 
     Each file is decoded, scored and let go before the next is read, so a request of many
-    large images holds one decoded image at a time.
+    large images holds one decoded image at a time. ``stop`` ends the job before the next file.
     """
     results = []
     for name, data in uploads:
+        if stop.is_set():
+            raise Overloaded
         (prediction,) = detector.score_items([io.BytesIO(data)], options)
         prediction.input = name
         if not prediction.ok:
