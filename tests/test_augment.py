@@ -78,3 +78,26 @@ def test_resize_transform_shrinks_the_shorter_side_to_the_crop_and_keeps_the_cen
     small = ResizeTransform((32, 32))(image)  # 480x640 -> 32x43, then the middle 32 columns
     assert small.shape == (32, 32, 3)
     assert small[:, :14].max() < 10 and small[:, 18:].min() > 245  # both halves, aspect kept
+
+
+def test_augmented_copies_crop_anywhere_but_repeat_for_one_image():
+    """region=anywhere: copies of different images come from different places; one image's copy is fixed."""
+    from synthdet.inference.views import AugmentedView
+    from synthdet.data.transforms import EvalTransform
+
+    rng = np.random.default_rng(1)
+    # each pixel says where it is: its row and column, so a crop tells its position
+    rows, cols = np.meshgrid(np.arange(600), np.arange(800), indexing="ij")
+    config = AugmentConfig(hflip=0.0, region="anywhere")
+    corners = set()
+    for k in range(6):
+        image = np.stack([rows % 256, cols % 256, rng.integers(0, 256, (600, 800))], -1).astype(np.uint8)
+        image[..., 2] = k  # a different image each time (the copy's randomness is seeded by its pixels)
+        view = AugmentedView(EvalTransform((64, 64)), config, 0)
+        crop = view(image)
+        again = view(image)
+        assert np.array_equal(crop, again)
+        corners.add((int(crop[0, 0, 0]), int(crop[0, 0, 1])))
+    assert len(corners) >= 4  # anywhere, not always the center
+    centered = AugmentedView(EvalTransform((64, 64)), AugmentConfig(hflip=0.0), 0)(image)
+    assert (int(centered[0, 0, 0]), int(centered[0, 0, 1])) == ((300 - 32) % 256, (400 - 32) % 256)

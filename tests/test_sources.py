@@ -78,6 +78,17 @@ def test_group_by_folder_keeps_each_sequence_in_one_split(tmp_path):
     assert len({next(iter(s)) for s in splits_per_sequence.values()}) >= 2  # sequences still spread over splits
 
 
+def test_group_by_name_keeps_one_prompt_of_every_generator_in_one_split(tmp_path):
+    generators = ("sdxl", "kandinsky", "pixart")
+    make_images(tmp_path, [f"{g}/{p}.png" for g in generators for p in range(40)])
+    records = collect_records([SourceConfig(path=tmp_path, label="synthetic", group_by="name")], SplitFractions())
+    splits_per_prompt = {}
+    for r in records:
+        splits_per_prompt.setdefault(Path(r.path).stem, set()).add(r.split)
+    assert len(splits_per_prompt) == 40 and all(len(s) == 1 for s in splits_per_prompt.values())
+    assert {next(iter(s)) for s in splits_per_prompt.values()} == {"train", "val", "test"}
+
+
 def test_max_images_is_a_seeded_sample(tmp_path):
     make_images(tmp_path, [f"{i}.png" for i in range(50)])
     source = SourceConfig(path=tmp_path, label="real", max_images=10)

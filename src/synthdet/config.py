@@ -93,9 +93,10 @@ class SourceConfig(_Strict):
         "auto", description="a folder's own train/ val/ test/ subfolders (CIFAKE, CNNDetection, GenImage) as its "
         "splits, val carved from train by hash when there is none; auto: when present, use: required, ignore: hash"
     )
-    group_by: Literal["file", "folder"] = Field(
+    group_by: Literal["file", "folder", "name"] = Field(
         "file", description="folder: images of one folder (in a manifest: of the group or path column) stay in one "
-                            "split (video frames, sequences, renders of one prompt)"
+                            "split (video frames, sequences, renders of one prompt); name: images with one file "
+                            "name stay in one split (prompt-matched sets: a folder per generator, a file per prompt)"
     )
     select: list[str] | None = Field(None, description="manifest only: keep just these sub-sources")
     max_images: int | None = Field(None, gt=0, description="seeded random subset of at most this many images")
@@ -242,6 +243,10 @@ class AugmentConfig(_Strict):
     resize: ResizeAugment = Field(default_factory=ResizeAugment)
     copies: int = Field(
         0, ge=0, le=16, description="frozen-embedding probes: augmented copies embedded per training image"
+    )
+    region: Literal["center", "anywhere"] = Field(
+        "center", description="frozen-embedding probes: where an augmented copy's crop is taken (anywhere: a seeded "
+                              "random position, so the head learns the edges, sky and blur that tiles show)"
     )
 
 

@@ -74,6 +74,20 @@ def stable_fraction(key: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+def group_key(path: str, group_by: str) -> str:
+    """What a file shares with the files that must land in its split: itself, its folder, or its name.
+
+    ``name`` keeps prompt-matched sets together: one folder per generator, one file per
+    prompt (``sdxl/17.jpg`` and ``kandinsky/17.jpg`` go to the same split).
+    """
+    folder, _, file = path.rpartition("/")
+    if group_by == "folder":
+        return folder
+    if group_by == "name":
+        return file.rsplit(".", 1)[0]
+    return path
+
+
 def split_for(group: str, fractions: SplitFractions) -> str:
     """Split of a group from the stable hash of its key."""
     u = stable_fraction(group)
@@ -240,8 +254,7 @@ def _folder_records(source: SourceConfig, fractions: SplitFractions,
         if label is None:
             unlabeled.append(str(rel))
             continue
-        group_key = rel.parent.as_posix() if source.group_by == "folder" else rel.as_posix()
-        group = f"{source.display_name}/{group_key}"
+        group = f"{source.display_name}/{group_key(rel.as_posix(), source.group_by)}"
         if folders:
             split = folders.get(rel.parts[0]) if len(rel.parts) > 1 else None
             if split is None:
@@ -297,10 +310,7 @@ def _manifest_records(source: SourceConfig, fractions: SplitFractions) -> list[I
             name = row.get(source.source_column) or source.display_name
             if source.select and name not in source.select:
                 continue
-            group_key = row.get("group") or row[path_column]
-            if source.group_by == "folder":
-                group_key = group_key.rsplit("/", 1)[0] if "/" in group_key else ""
-            group = f"{name}/{group_key}"
+            group = f"{name}/{group_key(row.get('group') or row[path_column], source.group_by)}"
             split = (row.get("split") or "").strip().lower() or source.split
             if split not in (*SPLITS, "auto"):
                 raise SourceError(f"{manifest}:{line_no}: split must be train, val or test, got {split!r}")

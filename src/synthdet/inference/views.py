@@ -65,9 +65,17 @@ def center_region(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     return np.ascontiguousarray(pixels[top : top + height, left : left + width])
 
 
+def random_region(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    """A ``height`` x ``width`` part at a random position (torch's generator; all of it when smaller)."""
+    h, w = pixels.shape[:2]
+    top = int(torch.randint(0, max(1, h - height + 1), ()))
+    left = int(torch.randint(0, max(1, w - width + 1), ()))
+    return np.ascontiguousarray(pixels[top : top + height, left : left + width])
+
+
 @dataclass(frozen=True)
 class AugmentedView:
-    """A view of a randomly degraded copy (flip, rescale, blur, noise, JPEG), for training probes.
+    """A view of a randomly degraded copy (position, flip, rescale, blur, noise, JPEG), for training probes.
 
     The randomness is seeded by the image's pixels and the copy number, so copy k of an
     image is always the same picture: its embedding can be cached like any other view.
@@ -92,7 +100,8 @@ class AugmentedView:
             torch.manual_seed(seed & 0xFFFFFFFF)
             if not needs_whole_image(self.view):
                 h, w = self.view.crop
-                pixels = center_region(pixels, 2 * h + 2 * MARGIN, 2 * w + 2 * MARGIN)
+                pick = center_region if self.augment.region == "center" else random_region
+                pixels = pick(pixels, 2 * h + 2 * MARGIN, 2 * w + 2 * MARGIN)
             random = RandomAugment(self.augment)
             factor = random.rescale_factor()
             if factor is not None:

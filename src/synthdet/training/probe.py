@@ -111,9 +111,7 @@ def train_probe(config: Config, resume: str | Path | None = None, progress: bool
     if not train.labels or not val.labels:
         raise TrainingError("no readable training or validation image; see skipped.csv")
 
-    head = net.backbone.head
-    fit = _fit_linear if config.model.options.get("head", "linear") == "linear" else _fit_mlp
-    history, best = fit(head, train, val, config)
+    history, best = fit_head(net.backbone.head, train, val, config)
     meta.training = {
         "config": config.model_dump(mode="json"), "data": summarize(records), "val": best["val"],
         "head": {k: v for k, v in best.items() if k != "val"}, "skipped_files": len(skipped),
@@ -152,6 +150,12 @@ def _embed(detector: Detector, records: list[ImageRecord], transforms: list, ski
     order = sorted(per_image)
     return Embedded([torch.cat(per_image[i]) for i in order], [records[i].label for i in order],
                     [records[i].source for i in order])
+
+
+def fit_head(head, train: Embedded, val: Embedded, config: Config) -> tuple[list[dict], dict]:
+    """Fit ``head`` (linear or MLP, as built) on training vectors, choosing the candidate on validation."""
+    fit = _fit_mlp if isinstance(head.classifier, torch.nn.Sequential) else _fit_linear
+    return fit(head, train, val, config)
 
 
 def sample_weights(labels: list[int], sources: list[str]) -> np.ndarray:
