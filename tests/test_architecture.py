@@ -2,6 +2,8 @@
 
 import ast
 import re
+import subprocess
+import sys
 from pathlib import Path
 
 import synthdet
@@ -81,3 +83,12 @@ def test_one_network_constructor():
     calls = [(p.name, line) for p in PACKAGE.rglob("*.py") for line in p.read_text().splitlines()
              if re.search(r"\bDetectorNet\(", line) and not line.lstrip().startswith("class ")]
     assert calls == [("network.py", "    net = DetectorNet(extractor, backbone)")]
+
+
+def test_the_command_line_loads_no_training_or_plotting_library_at_start():
+    """`synthdet predict` stays within its memory budget: scikit-learn, matplotlib and the batch
+    engines are imported only by the commands that use them."""
+    heavy = "{'sklearn', 'matplotlib', 'pandas', 'pyarrow', 'ray', 'fastapi', 'uvicorn'}"
+    code = f"import sys, synthdet.cli; print(sorted({{m.split('.')[0] for m in sys.modules}} & {heavy}))"
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
