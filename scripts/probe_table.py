@@ -1,8 +1,9 @@
 """Leave-one-source-out over the public sets in ../shared/data for each backbone, part and view.
 
 Every probe shares the embedding cache, so each (backbone, view) is embedded once and the
-rest is fitting heads. Prints (and writes with --out) the README's probe table:
-mean ROC-AUC and accuracy over the held-out sets, and each set's ROC-AUC.
+rest is fitting heads. Prints (and writes with --out) the probe table that
+docs/results/public-sets.md includes: mean ROC-AUC and accuracy over the held-out sets,
+and each set's ROC-AUC.
 
     .venv/bin/python scripts/probe_table.py --out docs/probes.md
 """

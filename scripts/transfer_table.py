@@ -1,7 +1,7 @@
 """Score trained models on image sets they never saw, as center crops and as downscaled whole images.
 
     python scripts/transfer_table.py --model cifake_cnn=RUN/best.safetensors [--model ...] \\
-        --data ../shared/data/genimage-256 [--data ...] --out transfer.md
+        --data ../shared/data/genimage-256 [--data ...] --out docs/transfer.md
 
 Each model sees every image twice: its usual center crop (crop-sized pixels from the
 middle, never resampled) and the image downscaled to the crop size (shorter side to the
