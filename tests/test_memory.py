@@ -76,7 +76,8 @@ def test_the_service_stays_within_1_5x_its_idle_memory_and_drops_stalled_uploads
     port = free_port()
     log = (tmp_path / "server.log").open("w")  # a file, not a pipe: a pipe nobody reads fills and blocks the server
     proc = subprocess.Popen([sys.executable, "-m", "synthdet", "serve", "-m", str(CHECKPOINT), "--port", str(port),
-                             "--body-timeout", "2"], stdout=log, stderr=subprocess.STDOUT, text=True)
+                             "--body-timeout", "2", "--max-queue", "32"],  # all 10 concurrent requests are served
+                            stdout=log, stderr=subprocess.STDOUT, text=True)
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 90

@@ -44,23 +44,48 @@ def world() -> World:
                  int(os.environ.get("LOCAL_WORLD_SIZE", 1)))
 
 
+class RankFailure(RuntimeError):
+    """A collective failed: another rank died, or stalled past the collective timeout."""
+
+
+#: Where this process is in its work, for the message when a collective fails (see :func:`at`).
+_place = "joining the process group"
+
+
+def at(place: str) -> None:
+    """Note where this process is (e.g. "epoch 2, step 14"), so a failed collective can say so."""
+    global _place
+    _place = place
+
+
+def collective_timeout() -> float:
+    """Seconds every collective waits for the other ranks: ``SYNTHDET_COLLECTIVE_TIMEOUT`` (default 300)."""
+    return float(os.environ.get("SYNTHDET_COLLECTIVE_TIMEOUT", 300))
+
+
 @contextlib.contextmanager
 def process_group(cuda: bool) -> Iterator[None]:
     """Join the process group torchrun prepared: NCCL between GPUs, gloo between CPU processes.
 
-    Does nothing for a single process, or when the caller already joined one.
+    Does nothing for a single process, or when the caller already joined one. Every
+    collective gives up after :func:`collective_timeout` (torch's default is 30 minutes), and
+    its error becomes a :class:`RankFailure` naming this rank and where it was.
     """
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1 or dist.is_initialized():
         yield
         return
     if cuda:
         torch.cuda.set_device(int(os.environ["LOCAL_RANK"]))
-    # Every collective gives up after this long (torch's default is 30 minutes): a rank that
-    # stalls or dies ends the job with an error instead of leaving the others waiting.
-    timeout = datetime.timedelta(seconds=float(os.environ.get("SYNTHDET_COLLECTIVE_TIMEOUT", 300)))
-    dist.init_process_group("nccl" if cuda else "gloo", timeout=timeout)
+    timeout = collective_timeout()
+    dist.init_process_group("nccl" if cuda else "gloo", timeout=datetime.timedelta(seconds=timeout))
+    here = world()
     try:
         yield
+    except dist.DistError as exc:
+        detail = str(exc).strip().splitlines()[0][:300]
+        raise RankFailure(
+            f"rank {here.rank} of {here.size} stopped at {_place}: another rank died or gave no answer within "
+            f"{timeout:g} s (SYNTHDET_COLLECTIVE_TIMEOUT) [{type(exc).__name__}: {detail}]") from None
     finally:
         dist.destroy_process_group()
 

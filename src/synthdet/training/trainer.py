@@ -290,6 +290,7 @@ class TrainingStage:
         started = time.perf_counter()
         train_stats = self._train_epoch(epoch)
         train_stats["seconds"] = round(time.perf_counter() - started, 2)
+        distributed.at(f"epoch {epoch + 1}, validation")
         val = self._validate()
         row = {
             "epoch": epoch + 1,
@@ -377,7 +378,8 @@ class TrainingStage:
         loss_sum, seen = 0.0, 0
         batches = self._train_batches()
         bar = tqdm(range(self.steps_per_epoch), desc="train", leave=False, disable=not self.progress)
-        for _ in bar:
+        for step in bar:
+            distributed.at(f"epoch {epoch + 1}, training step {step + 1} of {self.steps_per_epoch}")
             batch = next(batches, None)
             # a step needs every process: one whose batch failed to decode makes all skip it
             if distributed.everyone(batch is not None and len(batch) > 0):
