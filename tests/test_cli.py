@@ -97,3 +97,10 @@ def test_toy_data_writes_a_trainable_config(tmp_path):
     assert [s.display_name for s in config.data.sources] == [
         "render-shapes", "render-terrain", "camera-shapes", "camera-terrain"]
     assert all(s.path.is_dir() for s in config.data.sources)
+
+
+def test_error_messages_keep_brackets_in_names(tmp_path):
+    """A message is text, not rich markup: '[b]' or '[/x]' in a path must print as written, not vanish or crash."""
+    for name in ("model[b].safetensors", "model[/x].safetensors"):
+        proc = synthdet("info", tmp_path / name, check=False)
+        assert proc.returncode == 2 and name in proc.stderr and "Traceback" not in proc.stderr

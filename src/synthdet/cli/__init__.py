@@ -21,6 +21,7 @@ import logging
 import sys
 
 import typer
+from rich.markup import escape
 
 from synthdet.cli import about, data, evaluation, scoring, serve, training, weights
 from synthdet.cli.common import USER_ERRORS, add_command, describe, err
@@ -43,7 +44,8 @@ def main() -> None:
         finally:
             sys.stdout.flush()  # a failed write to stdout surfaces here, not as noise at exit
     except USER_ERRORS as exc:
-        err.print(f"[red]error:[/red] {describe(exc)}", markup=True, highlight=False)
+        # the message is text, never markup: paths and errors hold brackets ("photo[1].jpg", "[Errno 13]")
+        err.print(f"[red]error:[/red] {escape(describe(exc))}", markup=True, highlight=False)
         sys.exit(2)
 
 
