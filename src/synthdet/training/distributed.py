@@ -81,13 +81,24 @@ def process_group(cuda: bool) -> Iterator[None]:
     here = world()
     try:
         yield
-    except dist.DistError as exc:
-        detail = str(exc).strip().splitlines()[0][:300]
+    except RuntimeError as exc:
+        if not _collective_failure(exc):
+            raise
+        detail = str(exc).strip().splitlines()[-1][:300]
         raise RankFailure(
             f"rank {here.rank} of {here.size} stopped at {_place}: another rank died or gave no answer within "
             f"{timeout:g} s (SYNTHDET_COLLECTIVE_TIMEOUT) [{type(exc).__name__}: {detail}]") from None
     finally:
         dist.destroy_process_group()
+
+
+#: What gloo and NCCL errors say when a peer stalled or died; in a backward pass they reach us as
+#: plain RuntimeErrors (autograd re-raises them), not as torch.distributed.DistError.
+PEER_FAILURE_SIGNS = ("Timed out waiting", "Connection closed by peer", "Connection reset by peer", "gloo", "NCCL")
+
+
+def _collective_failure(exc: RuntimeError) -> bool:
+    return isinstance(exc, dist.DistError) or any(sign in str(exc) for sign in PEER_FAILURE_SIGNS)
 
 
 def process_device(device: torch.device) -> torch.device:
