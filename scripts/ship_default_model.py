@@ -24,29 +24,50 @@ ROOT = Path(__file__).resolve().parents[1]
 PARTS = {"final": "final embedding", "tokens": "CLS token after each block", "spectrum": "spectrum statistics",
          "residual": "residual statistics"}
 POOL_LICENCE = "no licence permitting redistribution; used to train only, no image is shipped"
+REAL_PHOTOS = ROOT / "pools" / "real-photos.csv"
+REAL_PHOTOS_LICENCE = ("as each repository states it (pools/real-photos.md: CC0, MIT, non-commercial or none); "
+                       "used to train only, no image is shipped")
 LIMITATIONS = [
-    "Trained on a public pool of about 10,700 images from 10 GitHub repositories (faces, ImageNet and BSDS "
-    "photos, web photos, 2022-era diffusion and GAN outputs, Stable Diffusion art, a few GTA V frames): "
+    "Trained on a public pool of about 10,300 images from 25 GitHub repositories: faces, ImageNet and BSDS "
+    "photos, web photos, modern phone and camera photos (a third of them PNG), 2022-era diffusion and GAN "
+    "outputs, 2023-2025 generators (SDXL, PixArt-alpha, Playground v2, Kandinsky 3, DreamShaper, GPT-4o, "
+    "Nano Banana Pro, FLUX.1-schnell, Midjourney v4/v5, DALL-E 2), Stable Diffusion art and a few GTA V frames: "
     "generators and cameras far from these are less likely to be recognized.",
     "A frozen CLIP backbone describes content as much as traces: content that was synthetic-only or real-only "
-    "in training (faces, art) can sway a verdict. Per-source numbers, not the mean, say where it works.",
-    "Scores one 224x224 crop at native resolution (no resizing); small images are reflect-padded, and the "
-    "result says so in its note. Heavy JPEG compression, downscaling and blur move the scores (see the "
-    "robustness table).",
+    "in training (posters and infographics from chat generators, garments on beds) can sway a verdict. "
+    "Per-source numbers, not the mean, say where it works.",
+    "Scores one 224x224 center crop at native resolution (no resizing): scoring up to 4, 9 or 16 tiles did "
+    "not beat it on the pool's validation split (docs/default_model_study.md); small images are reflect-padded, "
+    "and the result says so in its note. Heavy JPEG compression, downscaling and blur move the scores (see "
+    "the robustness table).",
     "Rendered (CG) frames are a small part of the pool (17 GTA V frames): sim-to-real users should train "
     "their own probe on their renders and photos (synthdet train with a probe config).",
 ]
 
 
-def pool_sources(manifest: Path) -> list[dict]:
+def pool_sources(manifest: Path, used: dict[str, dict[str, int]]) -> list[dict]:
+    """The sources the run trained on, with their repositories, licences, generators and image counts."""
+    with REAL_PHOTOS.open(newline="") as fh:
+        real_photos = {row["source"] for row in csv.DictReader(fh)}
     repos, generators = {}, defaultdict(set)
     with manifest.open(newline="") as fh:
         for row in csv.DictReader(fh):
+            if row["source"] not in used:
+                continue
             repos[row["source"]] = row["repo"]
             if row["label"] == "synthetic" and row.get("generator"):
                 generators[row["source"]].add(row["generator"])
-    return [{"source": s, "repo": f"github.com/{repos[s]}", "licence": POOL_LICENCE,
-             "generators": sorted(generators[s])} for s in sorted(repos)]
+    return [{"source": s, "repo": f"github.com/{repos[s]}",
+             "licence": REAL_PHOTOS_LICENCE if s in real_photos else POOL_LICENCE,
+             "generators": sorted(generators[s]), "images": used[s]} for s in sorted(repos)]
+
+
+def images_per_source(splits: Path) -> dict[str, dict[str, int]]:
+    counts: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
+    with splits.open(newline="") as fh:
+        for row in csv.DictReader(fh):
+            counts[row["source"]][row["label"]] += 1
+    return {s: dict(c) for s, c in counts.items()}
 
 
 def main() -> None:
@@ -65,7 +86,7 @@ def main() -> None:
                     f"({parts}), "
                     "trained on synthdet's public pool with configs/default_detector.yaml; it tells real "
                     "photographs from generated or rendered images."),
-        "sources": pool_sources(args.manifest),
+        "sources": pool_sources(args.manifest, images_per_source(args.run / "splits.csv")),
         "evaluation": json.loads(args.evaluation.read_text()) if args.evaluation else {},
         "limitations": LIMITATIONS,
     }

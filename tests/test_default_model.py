@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+from sklearn.metrics import roc_auc_score
 from safetensors import safe_open
 
 import synthdet
@@ -42,14 +43,15 @@ def test_info_prints_the_model_card():
 @pytest.mark.slow
 def test_predict_without_a_model_uses_the_default_detector(pretrained):
     pretrained("clip_vit_b16")
-    photo, generated = SHARED_DATA / "gan-examples" / "real" / "real_cyclegan.png", \
-        SHARED_DATA / "gan-examples" / "synthetic" / "fake_stylegan.png"
-    if not photo.is_file():
+    folder = SHARED_DATA / "gan-examples"
+    if not folder.is_dir():
         pytest.skip("../shared/data/gan-examples is not present")
-    results = synthdet.load().predict([str(photo), str(generated)], workers=0)
+    images = sorted(p for p in folder.rglob("*.png"))
+    labels = [int(p.parent.name == "synthetic") for p in images]
+    results = synthdet.load().predict([str(p) for p in images], workers=0)
     assert all(r.ok and 0 <= r.prob_synthetic <= 1 for r in results)
-    # measured: 0.44 (real, uncertain) and 0.98 (synthetic); a model that lost its head would not rank them so
-    assert [r.label for r in results] == ["real", "synthetic"] and results[1].prob_synthetic > 0.9
-    proc = subprocess.run([sys.executable, "-m", "synthdet", "predict", str(photo), str(generated), "--json"],
+    # measured 0.917 on these 12 unseen images (docs/default_model.md); a model that lost its head ranks at chance
+    assert roc_auc_score(labels, [r.prob_synthetic for r in results]) >= 0.75
+    proc = subprocess.run([sys.executable, "-m", "synthdet", "predict", *map(str, images[:2]), "--json"],
                           capture_output=True, text=True, check=True)
     assert proc.stdout.count('"label"') == 2
