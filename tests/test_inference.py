@@ -104,6 +104,20 @@ def test_a_half_and_half_image_is_flagged_uncertain_by_its_tile_spread():
     assert left[2] > left[0] and right[0] > right[2]  # blue over the dark (real) half, red over the bright one
 
 
+def test_a_one_crop_heatmap_colours_only_the_crop_it_scored():
+    """The default detector's view is one center crop: the map shows where it looked, not a guess elsewhere."""
+    det = fake_detector()
+    pixels = np.full((200, 400, 3), 255, np.uint8)  # bright: the brightness model says synthetic
+    p = det.predict(Image.fromarray(pixels), tiles=False, keep_tiles=True)[0]
+    crop_h, crop_w = det.crop
+    assert p.n_tiles == 1 and p.tiles == [{"top": (200 - crop_h) // 2, "left": (400 - crop_w) // 2, "height": crop_h,
+                                          "width": crop_w, "prob_synthetic": pytest.approx(p.prob_synthetic)}]
+    heat = np.asarray(heatmap_image(pixels, p)).astype(int)
+    assert heat[100, 200, 0] > heat[100, 200, 2]  # red inside the crop
+    assert (heat[5, 5] == 255).all()  # the rest of the image untouched
+    assert det.predict(Image.fromarray(pixels[:20, :30]), tiles=False, keep_tiles=True)[0].tiles[0]["height"] == 20
+
+
 def test_view_probabilities_cover_the_whole_map():
     centres = np.array([[10.0, 10.0], [10.0, 30.0], [30.0, 10.0], [30.0, 30.0]])
     field = interpolate_views((41, 41), centres, np.array([0.0, 1.0, 0.0, 1.0]))

@@ -42,11 +42,16 @@ def pad_to_size(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     )
 
 
+def center_box(image_height: int, image_width: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(top, left, height, width) of the centre crop within the image (all of a shorter side)."""
+    top, left = max(0, (image_height - height) // 2), max(0, (image_width - width) // 2)
+    return top, left, min(height, image_height), min(width, image_width)
+
+
 def center_crop(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
     """The centre ``height`` x ``width``; a side shorter than that is padded (after cutting, so
     a 1 x 5,000,000 image never becomes a padded copy of itself)."""
-    h, w = pixels.shape[:2]
-    top, left = max(0, (h - height) // 2), max(0, (w - width) // 2)
+    top, left, _, _ = center_box(*pixels.shape[:2], height, width)
     return pad_to_size(pixels[top : top + height, left : left + width], height, width)
 
 

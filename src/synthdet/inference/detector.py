@@ -33,7 +33,7 @@ from synthdet.checkpoint import CheckpointError, CheckpointMeta
 from synthdet.config import ConfigError
 from synthdet.data.decode import DEFAULT_MAX_PIXELS
 from synthdet.data.loader import Batch, ImageDataset, ImageInput, item_name, make_loader
-from synthdet.data.transforms import EvalTransform
+from synthdet.data.transforms import EvalTransform, center_box
 from synthdet.inference.embeddings import EmbeddingCache, embed_items
 from synthdet.inference.inputs import expand_inputs
 from synthdet.inference.onnx_export import load_onnx
@@ -255,6 +255,8 @@ class Detector:
         options = options or PredictOptions()
         threshold = self.threshold_for(options.threshold)
         transform = transform or self.view_transform(options)
+        # a center crop reports no box of its own: the heatmap still shows where the model looked
+        one_crop = isinstance(transform, EvalTransform)
         ready: dict[int, Prediction] = {}  # batches may arrive out of order (cached images first)
         next_index = 0
         batches = self.iter_batches(items, options.batch_size, options.workers, progress, transform,
@@ -268,7 +270,8 @@ class Detector:
                 start += batch.views[i]
                 by_index[index] = self._aggregate(
                     item_name(items[index], index), logits[views], None if flipped is None else flipped[views],
-                    batch.boxes[i], batch.sizes[i], batch.notes[i], threshold, options,
+                    [center_box(*batch.sizes[i], *self.crop)] if one_crop else batch.boxes[i], batch.sizes[i],
+                    batch.notes[i], threshold, options,
                 )
             by_index.update({i: Prediction(item_name(items[i], i), error=reason) for i, reason in batch.failures})
             ready.update(by_index)

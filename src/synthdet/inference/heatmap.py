@@ -2,7 +2,8 @@
 
 The views' P(synthetic) are interpolated between their centres over the whole image (not
 painted as scattered squares), the views' outlines are drawn faintly, and a legend strip
-under the image gives the colour scale and the verdict.
+under the image gives the colour scale and the verdict. A single view (the default
+detector's center crop) colours only its crop: it says nothing about the rest.
 """
 
 from __future__ import annotations
@@ -63,7 +64,13 @@ def heatmap_image(pixels: np.ndarray, prediction: Prediction) -> Image.Image:
                             for v in views])
         probs = np.array([v["prob_synthetic"] for v in views], dtype=float)
         field = interpolate_views((size[1], size[0]), centres, probs)
-        base = (1 - ALPHA) * base + ALPHA * COLOURS(np.clip(field, 0, 1))[..., :3]
+        tint = np.ones((size[1], size[0], 1), dtype=np.float32)
+        if len(views) == 1:  # one crop says nothing about the rest of the image: colour only where it looked
+            v = views[0]
+            tint[:] = 0
+            tint[round(v["top"] * scale) : round((v["top"] + v["height"]) * scale),
+                 round(v["left"] * scale) : round((v["left"] + v["width"]) * scale)] = 1
+        base = (1 - ALPHA * tint) * base + ALPHA * tint * COLOURS(np.clip(field, 0, 1))[..., :3]
     canvas = Image.new("RGB", (size[0], size[1] + LEGEND_HEIGHT), (24, 24, 24))
     canvas.paste(Image.fromarray((base * 255 + 0.5).astype(np.uint8)), (0, 0))
     outlines = Image.new("RGBA", size, (0, 0, 0, 0))
@@ -89,8 +96,9 @@ def _legend(canvas: Image.Image, size: tuple[int, int], prediction: Prediction, 
     draw.text((8 + bar_width - 54, top + 21), "1 synth.", fill=(220, 220, 220))
     verdict = prediction.verdict or prediction.label
     basis = f", {prediction.basis}" if prediction.basis and prediction.basis != "pixels" else ""
-    lines = (f"{verdict}{basis}: P(synthetic) {prediction.prob_synthetic:.2f}",
-             f"{n_views} view(s), P per view between their centres")
+    views = ("1 view, the crop outlined (predict --tiles maps the whole image)" if n_views == 1 else
+             f"{n_views} views, P per view between their centres")
+    lines = (f"{verdict}{basis}: P(synthetic) {prediction.prob_synthetic:.2f}", views)
     for i, line in enumerate(lines):
         draw.text((bar_width + 20, top + 8 + 14 * i), line, fill=(255, 255, 255) if i == 0 else (180, 180, 180))
 
