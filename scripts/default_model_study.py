@@ -37,6 +37,7 @@ from synthdet.data.sources import ImageRecord, read_split_csv
 from synthdet.evaluation.tables import markdown_table
 from synthdet.inference.detector import Detector
 from synthdet.inference.embeddings import embed_items
+from synthdet.inference.scoring import log_odds
 from synthdet.inference.tiles import TileTransform
 from synthdet.inference.views import VIEW_TILE_OVERLAP, AugmentedView, make_view
 from synthdet.models.probe import ProbeHead
@@ -91,7 +92,7 @@ def embedded(records: list[ImageRecord], views: list[dict[int, dict]], select) -
 def head_logits(head, data: Embedded) -> np.ndarray:
     """An image's score: its views' mean log-odds (the Detector's rule)."""
     with torch.no_grad():
-        return np.array([float((head(v)[:, 1] - head(v)[:, 0]).mean()) for v in data.vectors])
+        return np.array([float(log_odds(head(v)).mean()) for v in data.vectors])
 
 
 def train_heads(config, train: dict[str, Embedded], val: dict[str, Embedded]) -> dict[str, ProbeHead]:
