@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 from synthdet.data.loader import SkipLog
@@ -32,6 +33,11 @@ class EvaluationResult:
     def scored(self) -> list[tuple[ImageRecord, Prediction]]:
         return [(r, p) for r, p in self.predictions if p.ok]
 
+    @cached_property
+    def provenance(self) -> dict:
+        """What the scored files declare (:func:`provenance_summary`), computed once for JSON and Markdown."""
+        return provenance_summary(self.scored())
+
     def to_json(self) -> dict:
         return {
             "overall": self.metrics,
@@ -40,7 +46,7 @@ class EvaluationResult:
             "view": self.view,
             "skipped": [{"path": p, "reason": r} for p, (r, _) in sorted(self.skipped.entries.items())],
             "ignored": self.ignored.to_dict(),
-            "provenance": provenance_summary(self.scored()),
+            "provenance": self.provenance,
         }
 
 
@@ -178,7 +184,7 @@ def markdown_summary(result: EvaluationResult) -> str:
             f"| real | {tn} | {fp} |\n| synthetic | {fn} | {tp} |",
             f"Skipped files: {len(result.skipped)}" + (" (see skipped.csv)" if len(result.skipped) else "")
             + (f"; the folder scans {result.ignored}" if result.ignored.total else ""),
-            "## Provenance\n\n" + provenance_text(provenance_summary(result.scored())),
+            "## Provenance\n\n" + provenance_text(result.provenance),
         ]
     ) + "\n"
 
