@@ -17,7 +17,6 @@ default / peer.
 from __future__ import annotations
 
 import argparse
-import platform
 import sys
 import tempfile
 import time
@@ -32,7 +31,7 @@ from synthdet.evaluation.metrics import binary_metrics
 from synthdet.inference.detector import Detector, PredictOptions, model_path
 from synthdet.inference.onnx_export import export_onnx
 from synthdet.inference.scoring import forward_views
-from synthdet.runtime import cpu_flags, native_bf16
+from synthdet.runtime import machine_summary, native_bf16
 
 sys.path.insert(0, str(Path(__file__).parent))
 from peers import sahu65_scores  # noqa: E402
@@ -41,7 +40,6 @@ from throughput import make_images  # noqa: E402
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "data"
 SETS = ("chatgpt-gemini-small", "gan-diffusion-playground", "gan-examples", "genimage-256", "unreal-vs-kinect")
-FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8")
 
 
 def shared_sample(per_set: int) -> tuple[list[str], list[int]]:
@@ -97,9 +95,7 @@ def main() -> None:
     parser.add_argument("--no-onnx", action="store_true")
     args = parser.parse_args()
 
-    flags = sorted(f for f in FLAGS if f in cpu_flags())
-    print(f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, "
-          f"torch {torch.__version__}; CPU flags: {', '.join(flags) or 'none of ' + ', '.join(FLAGS)}", flush=True)
+    print(machine_summary(), flush=True)
     work = Path(tempfile.mkdtemp(prefix="synthdet-bench-"))
     hd = [str(p) for p in make_images(work, args.hd, (1920, 1080), ".jpg")]
     shared, labels = shared_sample(args.per_set)

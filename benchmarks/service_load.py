@@ -30,15 +30,13 @@ from pathlib import Path
 import httpx
 import numpy as np
 import psutil
-import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from corpus import write_images  # noqa: E402
-from default_model import FLAGS  # noqa: E402
 from throughput import make_images  # noqa: E402
 
-from synthdet.runtime import cpu_flags  # noqa: E402
+from synthdet.runtime import machine_summary  # noqa: E402
 
 LEVELS = (1, 10, 50)
 
@@ -135,8 +133,7 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200, help="answers per concurrency level")
     parser.add_argument("--hostile", action="store_true", help="also upload the malformed corpus at concurrency 50")
     args = parser.parse_args()
-    flags = sorted(f for f in FLAGS if f in cpu_flags())
-    print(f"{torch.get_num_threads()} threads, torch {torch.__version__}; CPU flags: {', '.join(flags)}", flush=True)
+    print(machine_summary(), flush=True)
     work = Path(tempfile.mkdtemp(prefix="synthdet-service-"))
     image = make_images(work, 1, (1920, 1080), ".jpg")[0].read_bytes()
     port = free_port()

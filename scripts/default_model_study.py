@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import platform
 import random
 import time
 from collections import defaultdict
@@ -41,6 +40,7 @@ from synthdet.inference.scoring import log_odds
 from synthdet.inference.tiles import TileTransform
 from synthdet.inference.views import VIEW_TILE_OVERLAP, AugmentedView, make_view
 from synthdet.models.probe import ProbeHead
+from synthdet.runtime import machine_summary
 from synthdet.training.probe import Embedded, fit_head
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,18 +52,8 @@ LOW_LEVEL = ("spectrum", "residual")
 PER_CELL = 25
 
 
-def cpu_flags() -> str:
-    flags = set()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("flags"):
-            flags = set(line.split(":", 1)[1].split())
-            break
-    wanted = ("avx2", "avx512f", "avx512_bf16", "avx512_fp16", "amx_bf16")
-    return f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, " + \
-        " ".join(f for f in wanted if f in flags)
-
-
 def generators_by_path(manifest: Path) -> dict[str, str]:
+    """A pulled pool's generator of each file, by the file's resolved path ("?" where none is named)."""
     with manifest.open(newline="") as fh:
         return {str((manifest.parent / row["path"]).resolve()): row.get("generator") or "?"
                 for row in csv.DictReader(fh)}
@@ -144,7 +134,7 @@ def main() -> None:
         by_split[s] = [by_split[s][i] for i in readable]
         views[s] = [{new: v[old] for new, old in enumerate(readable)} for v in views[s]]
     data = {s: {b: embedded(by_split[s], views[s], f) for b, f in pick.items()} for s in by_split}
-    report: dict = {"machine": cpu_flags(), "run": str(args.run), "precision": detector.precision}
+    report: dict = {"machine": machine_summary(), "run": str(args.run), "precision": detector.precision}
 
     # Branches on the test split: trained on train, chosen and fused on validation.
     heads = train_heads(config, data["train"], data["val"])

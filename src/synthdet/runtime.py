@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import platform
 import random
 from pathlib import Path
 
@@ -62,6 +63,18 @@ def cpu_flags() -> frozenset[str]:
     except OSError:
         pass
     return frozenset()
+
+
+#: The CPU features that decide how fast a model runs here: what a measurement reports beside its figures.
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "avx512_fp16", "amx_bf16", "amx_int8")
+
+
+def machine_summary() -> str:
+    """This machine in one line for a benchmark's output: architecture, torch threads and version, and
+    which of :data:`SPEED_FLAGS` the CPU has (timings compare only between runs on one such line)."""
+    flags = [f for f in SPEED_FLAGS if f in cpu_flags()]
+    return (f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} threads, torch "
+            f"{torch.__version__}; CPU flags: {', '.join(flags) or 'none of ' + ', '.join(SPEED_FLAGS)}")
 
 
 def resolve_precision(precision: str, device: torch.device, frozen_backbone: bool) -> str:
