@@ -286,7 +286,6 @@ def make_loader(
     )
 
 
-
 class SkipLog:
     """Files that could not be used, each once, with the reason; written as ``skipped.csv``."""
 

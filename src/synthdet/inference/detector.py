@@ -255,8 +255,8 @@ class Detector:
         options = options or PredictOptions()
         threshold = self.threshold_for(options.threshold)
         transform = transform or self.view_transform(options)
-        # a center crop reports no box of its own: the heatmap still shows where the model looked
-        one_crop = isinstance(transform, EvalTransform)
+        # a center crop reports no box of its own: a heatmap still shows where the model looked
+        one_crop = options.keep_tiles and isinstance(transform, EvalTransform)
         ready: dict[int, Prediction] = {}  # batches may arrive out of order (cached images first)
         next_index = 0
         batches = self.iter_batches(items, options.batch_size, options.workers, progress, transform,

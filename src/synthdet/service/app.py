@@ -67,14 +67,15 @@ class Overloaded(Exception):
 class Admission:
     """A bounded queue of requests: admit while fewer than ``limit`` are in, else shed with a wait hint.
 
-    ``Retry-After`` is the time the requests already in would take at the recent mean
-    service time per request, shared by ``workers`` threads (at least 1 s).
+    ``Retry-After`` is the time the requests already in would take at the recent mean time a
+    request spent in the service (queueing included, so the hint errs long), shared by
+    ``workers`` threads (at least 1 s).
     """
 
     def __init__(self, limit: int, workers: int):
         self.limit, self.workers = limit, workers
         self.active = 0
-        self.mean_seconds = 1.0  # exponential mean of a request's scoring time
+        self.mean_seconds = 1.0  # exponential mean of a finished request's time in the service
         self.shed = 0
 
     def try_enter(self) -> bool:
