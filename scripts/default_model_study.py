@@ -38,10 +38,10 @@ from synthdet.inference.detector import Detector
 from synthdet.inference.embeddings import embed_items
 from synthdet.inference.scoring import log_odds
 from synthdet.inference.tiles import TileTransform
-from synthdet.inference.views import VIEW_TILE_OVERLAP, AugmentedView, make_view
+from synthdet.inference.views import VIEW_TILE_OVERLAP, make_view
 from synthdet.models.probe import ProbeHead
 from synthdet.runtime import machine_summary
-from synthdet.training.probe import Embedded, fit_head
+from synthdet.training.probe import Embedded, fit_head, training_views
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = {"GPT-4o": ["gpt-4o"], "Nano Banana Pro": ["nano-banana-pro"], "SDXL": ["sdxl-base-1.0"],
@@ -123,11 +123,10 @@ def main() -> None:
     generator = generators_by_path(args.manifest)
     by_split = {s: [r for r in records if r.split == s] for s in ("train", "val", "test")}
     center = make_view(config.data.view, config.data.crop)
-    copies = [AugmentedView(center, config.augment, k) for k in range(config.augment.copies)]
     pick = {"clip": lambda p: probe.select({k: torch.from_numpy(v) for k, v in p.items()}).numpy(),
             "low": lambda p: np.concatenate([p[k] for k in LOW_LEVEL], 1)}
-    views = {s: [parts_per_image(detector, rs, t, f"{s} {t.cache_key}") for t in ([center, *copies] if s == "train"
-                                                                                else [center])]
+    transforms = {s: training_views(center, config.augment) if s == "train" else [center] for s in by_split}
+    views = {s: [parts_per_image(detector, rs, t, f"{s} {t.cache_key}") for t in transforms[s]]
              for s, rs in by_split.items()}
     for s in by_split:  # files that could not be read (see the run's skipped.csv) take no part
         readable = [i for i in range(len(by_split[s])) if all(i in v for v in views[s])]

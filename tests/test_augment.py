@@ -101,3 +101,17 @@ def test_augmented_copies_crop_anywhere_but_repeat_for_one_image():
     assert len(corners) >= 4  # anywhere, not always the center
     centered = AugmentedView(EvalTransform((64, 64)), AugmentConfig(hflip=0.0), 0)(image)
     assert (int(centered[0, 0, 0]), int(centered[0, 0, 1])) == ((300 - 32) % 256, (400 - 32) % 256)
+
+
+def test_clean_false_trains_on_the_degraded_copies_only_and_keeps_their_cache_keys():
+    """Turning the clean view off must not re-embed the copies: their cache key ignores ``clean``."""
+    from synthdet.data.transforms import EvalTransform
+    from synthdet.training.probe import training_views
+
+    view = EvalTransform((64, 64))
+    with_clean = training_views(view, AugmentConfig(copies=2, jpeg={"p": 1.0}))
+    copies_only = training_views(view, AugmentConfig(copies=2, clean=False, jpeg={"p": 1.0}))
+    assert with_clean[0] is view and len(with_clean) == 3
+    assert [t.cache_key for t in copies_only] == [t.cache_key for t in with_clean[1:]]
+    with pytest.raises(ConfigError, match="augment.copies must be >= 1"):
+        config_from_dict({"augment": {"clean": False}})

@@ -244,10 +244,20 @@ class AugmentConfig(_Strict):
     copies: int = Field(
         0, ge=0, le=16, description="frozen-embedding probes: augmented copies embedded per training image"
     )
+    clean: bool = Field(
+        True, description="frozen-embedding probes: train on each image's undegraded view too (false: on the "
+                          "degraded copies only, so no class is ever seen in a format the other never has)"
+    )
     region: Literal["center", "anywhere"] = Field(
         "center", description="frozen-embedding probes: where an augmented copy's crop is taken (anywhere: a seeded "
                               "random position, so the head learns the edges, sky and blur that tiles show)"
     )
+
+    @model_validator(mode="after")
+    def _something_to_train_on(self) -> "AugmentConfig":
+        if not self.clean and self.copies == 0:
+            raise ValueError("augment.clean: false trains on the degraded copies only, so augment.copies must be >= 1")
+        return self
 
 
 class TrainConfig(_Strict):

@@ -91,7 +91,7 @@ class AugmentedView:
 
     @property
     def cache_key(self) -> str:
-        settings = json.dumps(self.augment.model_dump(mode="json", exclude={"copies"}), sort_keys=True)
+        settings = json.dumps(self.augment.model_dump(mode="json", exclude={"copies", "clean"}), sort_keys=True)
         return f"aug{self.copy}-{hashlib.sha1(settings.encode()).hexdigest()[:8]}>{self.view.cache_key}"
 
     def __call__(self, pixels: np.ndarray):

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from sklearn.linear_model import LogisticRegression
 
 from synthdet.checkpoint import CheckpointMeta, ModelSpec, Normalization, pretrained_ref
-from synthdet.config import Config, ViewConfig
+from synthdet.config import AugmentConfig, Config, ViewConfig
 from synthdet.data.labels import CLASS_NAMES
 from synthdet.data.loader import SkipLog
 from synthdet.data.sources import IgnoredFiles, ImageRecord, collect_records, summarize, write_split_csv
@@ -100,10 +100,9 @@ def train_probe(config: Config, resume: str | Path | None = None, progress: bool
     skipped = SkipLog()
     started = time.perf_counter()
     transform = make_view(view, config.data.crop)
-    train = _embed(detector, train_records, [transform] + [AugmentedView(transform, config.augment, k)
-                                                           for k in range(config.augment.copies)], skipped, "train",
-                   config, progress)
-    val = _embed(detector, val_records, [transform], skipped, "val", config, progress)
+    train = embed_records(detector, train_records, training_views(transform, config.augment), skipped, "train",
+                          config, progress)
+    val = embed_records(detector, val_records, [transform], skipped, "val", config, progress)
     embed_seconds = time.perf_counter() - started
     log.info("embedded %d training images (%d views each, %d augmented copies) and %d validation images in %.0f s "
              "(%s, cache %s)", len(train.labels), train.vectors[0].shape[0] if train.vectors else 0,
@@ -127,7 +126,13 @@ def train_probe(config: Config, resume: str | Path | None = None, progress: bool
     return TrainResult(run.root, run.best, best["candidate"], best["val"], [], len(skipped))
 
 
-def _embed(detector: Detector, records: list[ImageRecord], transforms: list, skipped: SkipLog, stage: str,
+def training_views(view, augment: AugmentConfig) -> list:
+    """The transforms a training image is embedded under: its view (unless ``augment.clean`` is off), then copies."""
+    copies = [AugmentedView(view, augment, k) for k in range(augment.copies)]
+    return [view, *copies] if augment.clean else copies
+
+
+def embed_records(detector: Detector, records: list[ImageRecord], transforms: list, skipped: SkipLog, stage: str,
            config: Config, progress: bool) -> Embedded:
     """Head inputs of every view of every record, under each transform (the view, then augmented copies)."""
     probe = detector.net.backbone
