@@ -24,9 +24,9 @@ ROOT = Path(__file__).resolve().parents[1]
 PARTS = {"final": "final embedding", "tokens": "CLS token after each block", "spectrum": "spectrum statistics",
          "residual": "residual statistics"}
 POOL_LICENCE = "no licence permitting redistribution; used to train only, no image is shipped"
-REAL_PHOTOS = ROOT / "pools" / "real-photos.csv"
-REAL_PHOTOS_LICENCE = ("as each repository states it (pools/real-photos.md: CC0, MIT, non-commercial or none); "
-                       "used to train only, no image is shipped")
+#: the project's own pools and the licences their repositories state (each pool's .md has them per source)
+PROJECT_POOLS = {ROOT / "pools" / "real-photos.csv": "CC0, MIT, non-commercial or none",
+                 ROOT / "pools" / "modern-fakes.csv": "MIT, Apache-2.0 or none"}
 LIMITATIONS = [
     "Trained on a public pool of about 10,300 images from 25 GitHub repositories: faces, ImageNet and BSDS "
     "photos, web photos, modern phone and camera photos (a third of them PNG), 2022-era diffusion and GAN "
@@ -47,8 +47,11 @@ LIMITATIONS = [
 
 def pool_sources(manifest: Path, used: dict[str, dict[str, int]]) -> list[dict]:
     """The sources the run trained on, with their repositories, licences, generators and image counts."""
-    with REAL_PHOTOS.open(newline="") as fh:
-        real_photos = {row["source"] for row in csv.DictReader(fh)}
+    licences = {}
+    for pool, stated in PROJECT_POOLS.items():
+        with pool.open(newline="") as fh:
+            licences.update({row["source"]: f"as each repository states it (pools/{pool.stem}.md: {stated}); used "
+                                            "to train only, no image is shipped" for row in csv.DictReader(fh)})
     repos, generators = {}, defaultdict(set)
     with manifest.open(newline="") as fh:
         for row in csv.DictReader(fh):
@@ -58,7 +61,7 @@ def pool_sources(manifest: Path, used: dict[str, dict[str, int]]) -> list[dict]:
             if row["label"] == "synthetic" and row.get("generator"):
                 generators[row["source"]].add(row["generator"])
     return [{"source": s, "repo": f"github.com/{repos[s]}",
-             "licence": REAL_PHOTOS_LICENCE if s in real_photos else POOL_LICENCE,
+             "licence": licences.get(s, POOL_LICENCE),
              "generators": sorted(generators[s]), "images": used[s]} for s in sorted(repos)]
 
 

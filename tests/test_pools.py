@@ -41,3 +41,10 @@ def test_the_real_photo_pool_is_as_documented():
     assert {r["label"] for r in listed} == {"real"} and len(listed) >= 3000
     assert len({r["repo"] for r in listed}) >= 5
     assert sum(r["format"] == "PNG" for r in listed) >= 900  # photos stored as PNG: format is no label
+
+
+def test_no_file_is_in_two_project_pools():
+    seen: dict[str, str] = {}
+    for manifest in POOLS:
+        for r in rows(manifest):
+            assert seen.setdefault(r["sha1"], manifest.name) == manifest.name, f"{r['path']} is in two pools"

@@ -21,7 +21,7 @@ app = typer.Typer(help="Get training data, and shard it.", no_args_is_help=True)
 def pull(
     manifests: List[Path] = typer.Argument(
         ..., help="pool manifests: source,label,repo,commit,path,sha1[,generator,...] (several: e.g. "
-                  "../shared/pool/manifest.csv pools/real-photos.csv)"),
+                  "../shared/pool/manifest.csv pools/real-photos.csv pools/modern-fakes.csv)"),
     out_dir: Path = typer.Argument(..., help="gets <source>/<label>/<file>, manifest.csv and pull_report.csv"),
     mirror: Optional[Path] = typer.Option(
         None, help="folder of bare git copies: <owner>+<name>/repo, <owner>+<name> or <owner>/<name>.git"
