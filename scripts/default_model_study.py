@@ -5,7 +5,7 @@ embedding cache that run filled; only the pool is used, never ../shared/data.
 
 1. Views: on a validation subsample, the trained head scores 1 center crop and tile sets of
    up to 4, 9 and 16 crops (their mean logit); ROC-AUC per view count, overall and per source.
-2. Leave-one-generator-out: for GPT-4o, Nano Banana Pro, SDXL, FLUX.1-schnell and Playground
+2. Leave-one-generator-out: for GPT-4o, Nano Banana Pro, SDXL, FLUX.1 (schnell and dev) and Playground
    v2 in turn, a head is trained without that generator's images (the recipe of the run) and
    tested on them against the pool's real test images.
 3. A low-level branch (spectrum and residual statistics of the same crops, a logistic
@@ -45,7 +45,7 @@ from synthdet.training.probe import Embedded, fit_head, training_views
 
 ROOT = Path(__file__).resolve().parents[1]
 HELD_OUT = {"GPT-4o": ["gpt-4o"], "Nano Banana Pro": ["nano-banana-pro"], "SDXL": ["sdxl-base-1.0"],
-            "FLUX.1-schnell": ["flux.1-schnell"], "Playground v2": ["playground-v2"]}
+            "FLUX.1 (schnell, dev)": ["flux.1-schnell", "flux.1-dev"], "Playground v2": ["playground-v2"]}
 VIEW_COUNTS = (4, 9, 16)
 LOW_LEVEL = ("spectrum", "residual")
 #: validation images per (source, label) in the view study

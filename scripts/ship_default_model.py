@@ -28,11 +28,12 @@ POOL_LICENCE = "no licence permitting redistribution; used to train only, no ima
 PROJECT_POOLS = {ROOT / "pools" / "real-photos.csv": "CC0, MIT, non-commercial or none",
                  ROOT / "pools" / "modern-fakes.csv": "MIT, Apache-2.0 or none"}
 LIMITATIONS = [
-    "Trained on a public pool of about 10,300 images from 25 GitHub repositories: faces, ImageNet and BSDS "
+    "Trained on a public pool of about 10,600 images from 26 GitHub repositories: faces, ImageNet and BSDS "
     "photos, web photos, modern phone and camera photos (a third of them PNG), 2022-era diffusion and GAN "
     "outputs, 2023-2025 generators (SDXL, PixArt-alpha, Playground v2, Kandinsky 3, DreamShaper, GPT-4o, "
-    "Nano Banana Pro, FLUX.1-schnell, Midjourney v4/v5, DALL-E 2), Stable Diffusion art and a few GTA V frames: "
-    "generators and cameras far from these are less likely to be recognized.",
+    "Nano Banana Pro, FLUX.1-schnell and -dev, Grok-2, Imagen 4, Midjourney v4/v5, DALL-E 2), Stable Diffusion "
+    "art and a few GTA V frames: generators and cameras far from these are less likely to be recognized; "
+    "photoreal images of the newest generators are few (about 300 people at work and 33 FLUX portraits).",
     "A frozen CLIP backbone describes content as much as traces: content that was synthetic-only or real-only "
     "in training (posters and infographics from chat generators, garments on beds) can sway a verdict. "
     "Per-source numbers, not the mean, say where it works.",
