@@ -149,8 +149,7 @@ def main() -> None:
     for name, held in HELD_OUT.items():
         def keep(split):
             idx = [i for i, r in enumerate(by_split[split]) if generator.get(r.path) not in held]
-            return {b: Embedded([d.vectors[i] for i in idx], [d.labels[i] for i in idx], [d.sources[i] for i in idx])
-                    for b, d in data[split].items()}
+            return {b: d.take(idx) for b, d in data[split].items()}
 
         started = time.perf_counter()
         fold_heads = train_heads(config, keep("train"), keep("val"))

@@ -7,8 +7,8 @@ its images are scored against the other class from the rest of the pool's test s
 fold is scored on clean center crops and on the same crops after a JPEG 75 re-save. Only the
 pool is used, never ../shared/data.
 
-A variant is a config plus overrides (``with=SOURCE``, ``without=SOURCE`` add or leave out a source); every variant is
-evaluated on the same fold images (those of the first variant's records), so only training differs:
+A variant is a config plus overrides (``with=SOURCE``, ``without=SOURCE`` add or leave out a
+source); every variant is evaluated on the same fold images (those of the first variant's records), so only training differs:
 
     .venv/bin/python scripts/held_out_study.py runs/default-2612/default_detector \
         --variant "shipped recipe=configs/default_detector.yaml" \
@@ -24,7 +24,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.metrics import roc_auc_score
 
 from synthdet.config import Config, SourceConfig, load_config
@@ -33,11 +32,12 @@ from synthdet.data.sources import ImageRecord, collect_records
 from synthdet.evaluation.robustness import Perturbation, Perturbed
 from synthdet.evaluation.tables import markdown_table
 from synthdet.inference.detector import Detector
-from synthdet.inference.scoring import log_odds
 from synthdet.inference.views import make_view
 from synthdet.models.probe import ProbeHead
 from synthdet.runtime import machine_summary
 from synthdet.training.probe import Embedded, embed_records, fit_head, training_views
+
+from default_model_study import head_logits  # beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 #: left out in turn; chosen for variety before any run: web images of both classes, older and
@@ -83,14 +83,7 @@ def fold_images(records: list[ImageRecord], held: str) -> list[ImageRecord]:
 
 
 def without(data: Embedded, held: str) -> Embedded:
-    keep = [i for i, s in enumerate(data.sources) if s != held]
-    return Embedded([data.vectors[i] for i in keep], [data.labels[i] for i in keep], [data.sources[i] for i in keep])
-
-
-def roc_auc(head, data: Embedded) -> float:
-    """Of an image's views' mean log-odds (the Detector's rule)."""
-    with torch.no_grad():
-        return float(roc_auc_score(data.labels, [float(log_odds(head(v)).mean()) for v in data.vectors]))
+    return data.take([i for i, s in enumerate(data.sources) if s != held])
 
 
 def main() -> None:
@@ -106,7 +99,8 @@ def main() -> None:
               "variants": [{"name": n, "config": str(c), "overrides": o} for n, c, o in variants], "rows": []}
     skipped = SkipLog()
     # rows of an earlier run of the same variant (name, config, overrides) and fold are kept, not refitted
-    earlier = json.loads(args.out.with_suffix(".json").read_text()) if args.out.with_suffix(".json").exists() else {}
+    earlier_json = args.out.with_suffix(".json")
+    earlier = json.loads(earlier_json.read_text()) if earlier_json.exists() else {}
     spec = {v["name"]: v for v in earlier.get("variants", [])}
     done = {(r["variant"], r["held_out"]): r for r in earlier.get("rows", [])
             if spec.get(r["variant"]) in report["variants"]}
@@ -117,8 +111,8 @@ def main() -> None:
     for held in args.folds:
         images = fold_images(base_records, held)
         scored[held] = {"clean": embed_records(detector, images, [center], skipped, f"{held} clean", base, True),
-                        "jpeg 75": embed_records(detector, images, [Perturbed(center, JPEG75)], skipped,
-                                                 f"{held} jpeg75", base, True)}
+                        "jpeg75": embed_records(detector, images, [Perturbed(center, JPEG75)], skipped,
+                                                f"{held} jpeg75", base, True)}
 
     for name, path, overrides in variants:
         if all((name, held) in done for held in args.folds):
@@ -136,7 +130,7 @@ def main() -> None:
             fit_head(head, without(train, held), without(val, held), config)
             head.eval()
             row = {"variant": name, "held_out": held, "n": len(scored[held]["clean"].labels),
-                   **{k.replace(" ", ""): roc_auc(head, d) for k, d in scored[held].items()},
+                   **{k: float(roc_auc_score(d.labels, head_logits(head, d))) for k, d in scored[held].items()},
                    "seconds": round(time.perf_counter() - started, 1)}
             report["rows"].append(row)
             print(json.dumps(row), flush=True)

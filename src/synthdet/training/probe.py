@@ -61,6 +61,11 @@ class Embedded:
     labels: list[int]
     sources: list[str]
 
+    def take(self, indices: list[int]) -> "Embedded":
+        """These images only (a fold, a split without one source)."""
+        return Embedded([self.vectors[i] for i in indices], [self.labels[i] for i in indices],
+                        [self.sources[i] for i in indices])
+
 
 def train_probe(config: Config, resume: str | Path | None = None, progress: bool = True,
                 records: list[ImageRecord] | None = None) -> TrainResult:
@@ -133,8 +138,8 @@ def training_views(view, augment: AugmentConfig) -> list:
 
 
 def embed_records(detector: Detector, records: list[ImageRecord], transforms: list, skipped: SkipLog, stage: str,
-           config: Config, progress: bool) -> Embedded:
-    """Head inputs of every view of every record, under each transform (the view, then augmented copies)."""
+                  config: Config, progress: bool) -> Embedded:
+    """Head inputs of every view of every record, under each transform in turn (see ``training_views``)."""
     probe = detector.net.backbone
     per_image: dict[int, list[torch.Tensor]] = {}
     paths = [r.path for r in records]
