@@ -8,7 +8,8 @@ fold is scored on clean center crops and on the same crops after a JPEG 75 re-sa
 pool is used, never ../shared/data.
 
 A variant is a config plus overrides (``with=SOURCE``, ``without=SOURCE`` add or leave out a
-source); every variant is evaluated on the same fold images (those of the first variant's records), so only training differs:
+source); every variant is evaluated on the same fold images (those of the first variant's
+records), so only training differs:
 
     .venv/bin/python scripts/held_out_study.py runs/default-2612/default_detector \
         --variant "shipped recipe=configs/default_detector.yaml" \
@@ -97,7 +98,8 @@ def main() -> None:
     variants = [parse_variant(v) for v in args.variant]
     report = {"machine": machine_summary(), "precision": detector.precision, "per_class": PER_CLASS,
               "variants": [{"name": n, "config": str(c), "overrides": o} for n, c, o in variants], "rows": []}
-    skipped = SkipLog()
+    unreadable = SkipLog()  # fold images that could not be scored (every run scores every fold)
+    skipped_in_training = SkipLog()  # a training run's skipped.csv lists these
     # rows of an earlier run of the same variant (name, config, overrides) and fold are kept, not refitted
     earlier_json = args.out.with_suffix(".json")
     earlier = json.loads(earlier_json.read_text()) if earlier_json.exists() else {}
@@ -110,8 +112,8 @@ def main() -> None:
     scored = {}
     for held in args.folds:
         images = fold_images(base_records, held)
-        scored[held] = {"clean": embed_records(detector, images, [center], skipped, f"{held} clean", base, True),
-                        "jpeg75": embed_records(detector, images, [Perturbed(center, JPEG75)], skipped,
+        scored[held] = {"clean": embed_records(detector, images, [center], unreadable, f"{held} clean", base, True),
+                        "jpeg75": embed_records(detector, images, [Perturbed(center, JPEG75)], unreadable,
                                                 f"{held} jpeg75", base, True)}
 
     for name, path, overrides in variants:
@@ -121,9 +123,10 @@ def main() -> None:
         config, records = variant_records(path, overrides)
         view = make_view(config.data.view, config.data.crop)
         train = embed_records(detector, [r for r in records if r.split == "train"],
-                              training_views(view, config.augment), skipped, f"{name} train", config, True)
-        val = embed_records(detector, [r for r in records if r.split == "val"], [view], skipped, f"{name} val",
-                            config, True)
+                              training_views(view, config.augment), skipped_in_training, f"{name} train", config,
+                              True)
+        val = embed_records(detector, [r for r in records if r.split == "val"], [view], skipped_in_training,
+                            f"{name} val", config, True)
         for held in args.folds:
             started = time.perf_counter()
             head = ProbeHead(train.vectors[0].shape[1], 2, config.model.options.get("head", "linear"))
@@ -134,7 +137,8 @@ def main() -> None:
                    "seconds": round(time.perf_counter() - started, 1)}
             report["rows"].append(row)
             print(json.dumps(row), flush=True)
-    report["skipped"] = len(skipped)
+    report["unreadable_fold_images"] = {str(Path(path).relative_to(ROOT)): reason
+                                        for path, (reason, _) in sorted(unreadable.entries.items())}
     write(report, args.out)
 
 
